@@ -1,0 +1,46 @@
+"""The channel interface every provider implements: send a batch, get one result per message."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from comms.errors import DeliveryError
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    key: str                 # ledger key: also the provider-side idempotency reference
+    channel: str             # press_release | sms | email
+    campaign: str
+    event_uid: str
+    lang: str
+    to: str                  # E.164 number, e-mail address, or a press-draft name
+    body: dict[str, str]     # rendered parts: txt / html / md
+    subject: str | None = None
+    priority: str = "normal"
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    key: str
+    provider_id: str | None = None
+    error: DeliveryError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Channel(abc.ABC):
+    #: the provider library's exceptions that mean "try again later"
+    transient_errors: tuple[type[BaseException], ...] = ()
+
+    @abc.abstractmethod
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+        """Deliver a batch; one SendResult per message, in order. Never a bare bool."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass

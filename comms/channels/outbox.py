@@ -1,0 +1,44 @@
+"""Dry-run delivery: every SMS or e-mail becomes a file a person can read under out/outbox/.
+
+The file name is the ledger key, so a redelivered event rewrites the same file, never a second one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from comms.channels.base import Channel, Message, SendResult
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def outbox_text(m: Message) -> str:
+    head = [f"Channel: {m.channel}", f"Campaign: {m.campaign}", f"Event: {m.event_uid}",
+            f"Language: {m.lang}", f"Priority: {m.priority}", f"To: {m.to}"]
+    head += [f"{k.title()}: {v}" for k, v in sorted(m.meta.items())]
+    if m.subject:
+        head.append(f"Subject: {m.subject}")
+    out = "\n".join(head) + "\n\n" + m.body["txt"]
+    if "html" in m.body:
+        out += "\n----- text/html -----\n" + m.body["html"]
+    return out
+
+
+class OutboxChannel(Channel):
+    def __init__(self, directory: str | Path, channel: str) -> None:
+        self.dir = Path(directory) / channel
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+        results = []
+        for m in messages:
+            path = self.dir / f"{m.campaign}-{m.lang}-{m.key[:12]}.txt"
+            _write_atomic(path, outbox_text(m))
+            results.append(SendResult(m.key, provider_id=f"outbox:{path.name}"))
+        return results

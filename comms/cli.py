@@ -1,0 +1,231 @@
+"""`comms`: publish events, run the consumers, check the config, preview and report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from comms.errors import CommsError, ConfigError, EventValidationError
+from comms.events import parse_event
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="District communications: events in, press drafts, SMS and e-mail out.")
+out = Console()
+err = Console(stderr=True)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)])
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def _fail(exc: CommsError) -> None:
+    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    raise typer.Exit(1)
+
+
+def _split(text: str) -> Iterator[tuple[str, bytes]]:
+    """(where, raw) per event in a JSON document, a JSON array, or JSON Lines."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict):
+        yield "event", text.encode()
+    elif isinstance(doc, list):
+        for i, item in enumerate(doc):
+            yield f"item {i}", json.dumps(item, ensure_ascii=False).encode()
+    else:
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                yield f"line {n}", line.encode()
+
+
+@app.command()
+def publish(
+    file: Annotated[str, typer.Argument(help="a JSON event, a JSON array, or JSON Lines; - for stdin")],
+) -> None:
+    """Validate events and publish them; nothing is published if any is invalid."""
+    from comms.app import Env
+    from comms.bus import open_bus
+
+    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    good, bad = [], []
+    for where, raw in _split(text):
+        try:
+            good.append(parse_event(raw))
+        except EventValidationError as exc:
+            bad.append(f"{where}: {exc}")
+    if bad:
+        for b in bad:
+            err.print(f"[bold red]rejected[/] {b}", highlight=False)
+        raise typer.Exit(1)
+    env = Env.from_environ()
+    try:
+        with open_bus(env.bus_url) as bus:
+            bus.publish_many(env.topic, [(e.key, e.raw) for e in good])
+    except CommsError as exc:
+        _fail(exc)
+    out.print(f"published {len(good)} event(s) to {env.topic}")
+
+
+@app.command()
+def run(
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="stop when no consumer has work")] = False,
+    only: Annotated[list[str] | None, typer.Option("--only", help="press, sms or email (repeatable)")] = None,
+    verbose: Annotated[bool, typer.Option("-v")] = False,
+) -> None:
+    """Run the consumers (press drafts, SMS, e-mail) until stopped, or until idle."""
+    from comms.app import App
+    from comms.worker import run as run_workers
+
+    _logging(verbose)
+    try:
+        a = App.open()
+    except CommsError as exc:
+        _fail(exc)
+    workers = a.workers(only)
+    try:
+        run_workers(workers, until_idle=until_idle)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for w in workers:
+            w.close()
+        a.close()
+    for w in workers:
+        out.print(f"{w.group}: " + ", ".join(f"{k} {v}" for k, v in sorted(w.stats.items())) or "idle")
+
+
+@app.command()
+def validate() -> None:
+    """Check campaigns.yaml, that every template exists in every language, and that each renders."""
+    from comms.app import Env
+    from comms.checks import check_templates
+
+    env = Env.from_environ()
+    try:
+        from comms.config import load_settings
+
+        settings = load_settings(env.config)
+        problems = check_templates(settings, env)
+    except ConfigError as exc:
+        _fail(exc)
+    if problems:
+        for p in problems:
+            err.print(f"[bold red]error:[/] {p}", highlight=False)
+        raise typer.Exit(1)
+    out.print(f"{env.config}: OK ({len(settings.campaigns)} campaigns, templates complete and rendering)")
+
+
+@app.command()
+def preview(
+    event_file: Annotated[Path, typer.Argument(help="a file holding one event")],
+    channel: Annotated[str, typer.Option(help="press_release, sms or email")] = "sms",
+    lang: Annotated[str, typer.Option(help="en, es or ht")] = "en",
+) -> None:
+    """Render an event for one channel and language, without sending anything."""
+    from comms.app import Env
+    from comms.checks import preview_event
+
+    try:
+        event = parse_event(event_file.read_bytes())
+        for title, text in preview_event(Env.from_environ(), event, channel, lang):
+            out.rule(title)
+            out.print(text, markup=False, highlight=False)
+    except CommsError as exc:
+        _fail(exc)
+
+
+@app.command()
+def status() -> None:
+    """Events per topic and consumer group, messages per campaign, channel, language and state."""
+    from comms.app import Env
+    from comms.bus import open_bus
+    from comms.ledger import Ledger
+    from comms.worker import CONSUMERS, group_name
+
+    env = Env.from_environ()
+    try:
+        bus = open_bus(env.bus_url)
+    except CommsError as exc:
+        _fail(exc)
+    t = Table("topic", "consumer group", "records", "committed", "lag", title=f"bus {env.bus_url}")
+    with bus:
+        topics = bus.topics() or [env.topic]
+        for topic in topics:
+            groups = [group_name(c) for c in CONSUMERS] if not topic.endswith(".dlq") else ["-"]
+            for g in groups:
+                total, done = bus.lag(g, topic) if g != "-" else (bus.lag("-", topic)[0], 0)
+                t.add_row(topic, g, str(total), str(done) if g != "-" else "-", str(total - done) if g != "-" else "-")
+    out.print(t)
+    ledger = Ledger(env.ledger)
+    lt = Table("campaign", "channel", "language", "state", "messages", title=f"ledger {env.ledger}")
+    for row in ledger.counts():
+        lt.add_row(*map(str, row))
+    ledger.close()
+    out.print(lt)
+
+
+@app.command()
+def demo(verbose: Annotated[bool, typer.Option("-v")] = False) -> None:
+    """Publish the seed press releases' events, run every consumer until idle, show what came out."""
+    from comms.app import App
+    from comms.demo import demo_events
+    from comms.worker import run as run_workers
+
+    _logging(verbose)
+    try:
+        a = App.open()
+        events = [parse_event(raw) for raw in demo_events()]
+        a.bus.publish_many(a.env.topic, [(e.key, e.raw) for e in events])
+        workers = a.workers()
+        run_workers(workers, until_idle=True)
+        for w in workers:
+            w.close()
+    except CommsError as exc:
+        _fail(exc)
+    t = Table("campaign", "channel", "sent (by language)", "suppressed", "where",
+              title=f"comms demo: {len(events)} events from the 2020 seed press releases")
+    where = {"press_release": a.env.out / "press", "sms": a.env.out / "outbox" / "sms",
+             "email": a.env.out / "outbox" / "email"}
+    summary: dict[tuple[str, str], dict[str, Counter[str]]] = {}
+    for campaign, channel, lang, state, n in a.pipeline.ledger.counts():
+        summary.setdefault((campaign, channel), {}).setdefault(state, Counter())[lang] += n
+    for (campaign, channel), states in summary.items():
+        sent = states.get("sent", Counter())
+        t.add_row(campaign, channel, f"{sum(sent.values())}  (" + ", ".join(f"{k} {v}" for k, v in sorted(sent.items())) + ")",
+                  str(sum(states.get("suppressed", Counter()).values())), f"{where[channel]}/")
+    a.close()
+    out.print(t)
+    out.print("Read the drafts and messages in the folders above; `comms status` shows the bus and ledger.")
+
+
+@app.command()
+def schema(
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the JSON Schema files")] = Path("comms/schemas"),
+) -> None:
+    """Write the JSON Schema of the envelope and of each event type's data."""
+    from comms.schemas import write_schemas
+
+    for path in write_schemas(out_dir):
+        out.print(f"wrote {path}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,247 @@
+"""campaigns.yaml: the communications office's configuration, validated once at the edge.
+
+An error names the file, the key path and the line, e.g.
+`campaigns.yaml:42: campaigns.show-up.channels.sms.template: field required`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+
+from comms.errors import ConfigError
+from comms.events import EVENT_TYPES
+
+Lang = Literal["en", "es", "ht"]
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+CHANNELS = ("press_release", "sms", "email")
+# The parts a channel renders; each is one template file templates/<channel>/<name>.<lang>.<part>.j2
+CHANNEL_PARTS: dict[str, tuple[str, ...]] = {
+    "press_release": ("md", "html"),
+    "sms": ("txt",),
+    "email": ("txt", "html"),
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Social(_Model):
+    twitter: list[str] = []
+    instagram: list[str] = []
+    facebook: list[str] = []
+
+
+class QuietHours(_Model):
+    start: dt.time = dt.time(21, 0)
+    end: dt.time = dt.time(8, 0)
+
+
+class District(_Model):
+    name: Text
+    short_name: Text
+    office: Text
+    address: Text
+    phone: Text
+    dateline: Text
+    timezone: str
+    default_language: Lang = "en"
+    languages: list[Lang] = Field(min_length=1)
+    press_languages: list[Lang] = Field(min_length=1)
+    app: Text
+    website: Text | None = None
+    social: Social = Social()
+    quiet_hours: QuietHours = QuietHours()
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as America/New_York)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _default_in_languages(self) -> District:
+        if self.default_language not in self.languages:
+            raise ValueError(f"default_language: {self.default_language!r} is not one of languages")
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class ChannelConfig(_Model):
+    template: Name
+    approval: bool = False
+
+
+class Channels(_Model):
+    press_release: ChannelConfig | None = None
+    sms: ChannelConfig | None = None
+    email: ChannelConfig | None = None
+
+    @model_validator(mode="after")
+    def _approval(self) -> Channels:
+        for name in ("sms", "email"):
+            ch = getattr(self, name)
+            if ch is not None and ch.approval:
+                raise ValueError(f"{name}.approval: approval before family messages is not supported yet")
+        return self
+
+    def items(self) -> list[tuple[str, ChannelConfig]]:
+        return [(n, c) for n in CHANNELS if (c := getattr(self, n)) is not None]
+
+
+class Audience(_Model):
+    # scope: guardians of the students the event covers (its grades, schools or sites);
+    # student: the guardians of the event's one student.
+    select: Literal["scope", "student"]
+    # household: one message per guardian however many children; student: one per guardian and child.
+    per: Literal["household", "student"] = "household"
+
+
+class Quote(_Model):
+    by: Text
+    text: dict[Lang, Text]
+
+
+class Tier(_Model):
+    name: Name
+    min_absences: int = Field(ge=1, le=366)
+    label: dict[Lang, Text]
+    actions: dict[Lang, list[Text]]
+
+
+class Campaign(_Model):
+    title: Text
+    event_type: str
+    priority: Literal["normal", "emergency"] = "normal"
+    hashtag: Annotated[str, StringConstraints(pattern=r"^#\w{1,60}$")] | None = None
+    audience: Audience
+    channels: Channels
+    quote: Quote | None = None
+    tiers: list[Tier] | None = None
+
+    @field_validator("event_type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        if v not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {v!r} (known: {', '.join(sorted(EVENT_TYPES))})")
+        return v
+
+    @model_validator(mode="after")
+    def _tiers(self) -> Campaign:
+        if self.event_type == "attendance.absence-threshold" and not self.tiers:
+            raise ValueError("tiers: an attendance campaign needs its tiers")
+        if self.tiers:
+            mins = [t.min_absences for t in self.tiers]
+            if mins != sorted(set(mins)):
+                raise ValueError("tiers: min_absences must be strictly increasing")
+        return self
+
+    def tier(self, name: str) -> Tier | None:
+        return next((t for t in self.tiers or () if t.name == name), None)
+
+
+class Settings(_Model):
+    district: District
+    campaigns: dict[Name, Campaign] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _languages_complete(self) -> Settings:
+        family, press = set(self.district.languages), set(self.district.press_languages)
+        for cid, c in self.campaigns.items():
+            # (where, the languages it must cover, the per-language mapping)
+            texts: list[tuple[str, set[str], dict[Any, Any]]] = []
+            if c.quote:
+                texts.append((f"campaigns.{cid}.quote.text", press, c.quote.text))
+            for i, t in enumerate(c.tiers or ()):
+                texts.append((f"campaigns.{cid}.tiers[{i}].label", family, t.label))
+                texts.append((f"campaigns.{cid}.tiers[{i}].actions", family, t.actions))
+            for where, needed, d in texts:
+                if missing := sorted(needed - set(d)):
+                    raise ValueError(f"{where}: missing language(s) {', '.join(missing)}")
+        return self
+
+    def campaigns_for(self, event_type: str) -> list[tuple[str, Campaign]]:
+        return [(cid, c) for cid, c in self.campaigns.items() if c.event_type == event_type]
+
+
+_PATH_IN_MSG = re.compile(r"^Value error, (?P<path>[A-Za-z0-9_.\[\]-]+): (?P<rest>.*)$", re.S)
+
+
+def _parse_path(path: str) -> tuple[Any, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", path))
+
+
+def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest YAML node reachable along a pydantic error location."""
+    node, line = root, (root.start_mark.line + 1 if root is not None else None)
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            nxt = node.value[part]
+        else:
+            nxt = None
+        if nxt is None:
+            break
+        node, line = nxt, nxt.start_mark.line + 1
+    return line
+
+
+def _loc_str(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def load_settings(path: str | Path) -> Settings:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse_settings(text, str(path))
+
+
+def parse_settings(text: str, name: str = "campaigns.yaml") -> Settings:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        doc = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{name}{line}: invalid YAML: {exc.problem}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{name}: must be a mapping with 'district' and 'campaigns'")
+    try:
+        return Settings.model_validate(doc)
+    except ValidationError as exc:
+        lines = []
+        for e in exc.errors(include_url=False):
+            loc = tuple(e["loc"])
+            # pydantic puts the model's own name in some locations (e.g. tagged unions); drop non-keys
+            msg = "field required" if e["type"] == "missing" else (
+                "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            )
+            # A model-level check reports the key path in its message; point the line at that key.
+            if m := _PATH_IN_MSG.match(msg):
+                loc = loc + _parse_path(m["path"])
+                msg = m["rest"]
+            line = _node_line(root, loc)
+            lines.append(f"{name}:{line}: {_loc_str(loc) or '(top)'}: {msg}")
+        raise ConfigError("\n".join(lines)) from None

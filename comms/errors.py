@@ -1,0 +1,66 @@
+"""Every error the pipeline raises on purpose, in one tree.
+
+    CommsError
+    ├── ConfigError               campaigns.yaml, settings or templates are wrong: fix the file, then restart
+    ├── EventValidationError      an event breaks the contract: it goes to the dead-letter topic
+    ├── RenderError               a template failed on a valid event: the event is dead-lettered
+    ├── BusError                  the bus itself failed
+    │   └── BusUnavailableError   the broker or database cannot be reached: retry later
+    └── DeliveryError
+        ├── TransientDeliveryError  try again later (429, 5xx, timeout): the offset is not committed
+        └── PermanentDeliveryError  never retry (opted out, invalid number): recorded in the ledger
+
+Backends and channels declare which of their library's exceptions are transient
+(`connection_errors`, as kombu does); everything else they raise is mapped to one of these.
+"""
+
+from __future__ import annotations
+
+
+class CommsError(Exception):
+    """Base of every error district-comms raises on purpose."""
+
+
+class ConfigError(CommsError):
+    """The configuration is wrong. The message names the file, the key path and the line."""
+
+
+class EventValidationError(CommsError):
+    """An event breaks the contract. `reason` names the field; `field` is its dotted path, if one."""
+
+    def __init__(self, reason: str, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+
+class RenderError(CommsError):
+    """A template could not be rendered for a valid event."""
+
+
+class BusError(CommsError):
+    """The event bus failed."""
+
+
+class BusUnavailableError(BusError):
+    """The bus cannot be reached (broker down, database locked for too long). Retry later."""
+
+
+class DeliveryError(CommsError):
+    """Base for delivery failures; `code` is the provider's error code when there is one."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientDeliveryError(DeliveryError):
+    """Retry later: rate limited, provider 5xx, timeout."""
+
+    def __init__(self, message: str, code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, code)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Never retry: opted out, invalid address, rejected content."""

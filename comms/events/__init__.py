@@ -1,0 +1,18 @@
+"""Event contract: CloudEvents envelope + one pydantic model per event type."""
+
+from comms.events.envelope import MAX_EVENT_BYTES, Envelope, Event, make_event, parse_event
+from comms.events.models import EVENT_TYPES, GRADE_CODES, WEEKDAYS, AbsenceThreshold, MealsSchedule, PlatformSwitch
+
+__all__ = [
+    "EVENT_TYPES",
+    "GRADE_CODES",
+    "MAX_EVENT_BYTES",
+    "WEEKDAYS",
+    "AbsenceThreshold",
+    "Envelope",
+    "Event",
+    "MealsSchedule",
+    "PlatformSwitch",
+    "make_event",
+    "parse_event",
+]

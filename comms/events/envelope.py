@@ -1,0 +1,118 @@
+"""CloudEvents 1.0 envelope, structured JSON mode, and the one function that parses bytes into an Event."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from comms.errors import EventValidationError
+from comms.events.models import EVENT_TYPES, AbsenceThreshold
+
+MAX_EVENT_BYTES = 256 * 1024
+
+
+class Envelope(BaseModel):
+    # CloudEvents allows extension attributes, so unknown top-level keys are kept, not refused.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: Literal["1.0"]
+    id: str = Field(min_length=1, max_length=256)
+    source: str = Field(min_length=1, max_length=1024)
+    type: str = Field(min_length=1, max_length=128)
+    time: AwareDatetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    subject: str | None = Field(default=None, max_length=256)
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    source: str
+    type: str
+    time: Any
+    data: Any  # one of the models in EVENT_TYPES
+    raw: bytes
+
+    @property
+    def key(self) -> str:
+        """Partition key: one student's (or one school's) events stay in order on a partitioned bus."""
+        if isinstance(self.data, AbsenceThreshold):
+            return f"student:{self.data.student_id}"
+        return "district"
+
+    @property
+    def uid(self) -> str:
+        # CloudEvents makes (source, id) unique, not id alone.
+        return f"{self.source}#{self.id}"
+
+    def data_dict(self) -> dict[str, Any]:
+        return self.data.model_dump(mode="python")
+
+
+def _describe(err: ValidationError, prefix: str = "") -> tuple[str, str | None]:
+    parts = []
+    first_field = None
+    for e in err.errors(include_url=False)[:5]:
+        loc = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
+        if prefix and not e["loc"]:
+            loc = prefix.rstrip(".")
+        first_field = first_field or loc or None
+        msg = e["msg"]
+        if e["type"] == "missing":
+            msg = "field required"
+        elif e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    extra = len(err.errors()) - 5
+    if extra > 0:
+        parts.append(f"and {extra} more")
+    return "; ".join(parts), first_field
+
+
+def parse_event(raw: bytes | str) -> Event:
+    """Parse and validate one event. Raises EventValidationError whose reason names the field."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventValidationError(f"event is {len(raw)} bytes, more than the {MAX_EVENT_BYTES} allowed")
+    try:
+        doc = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise EventValidationError(f"event is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise EventValidationError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(doc, dict):
+        raise EventValidationError(f"event must be a JSON object, not {type(doc).__name__}")
+    try:
+        env = Envelope.model_validate(doc)
+    except ValidationError as exc:
+        reason, field = _describe(exc)
+        raise EventValidationError(reason, field) from None
+    model = EVENT_TYPES.get(env.type)
+    if model is None:
+        known = ", ".join(sorted(EVENT_TYPES))
+        raise EventValidationError(f"type: unknown event type {env.type!r} (known: {known})", "type")
+    try:
+        data = model.model_validate(env.data)
+    except ValidationError as exc:
+        reason, field = _describe(exc, prefix="data.")
+        raise EventValidationError(reason, field) from None
+    return Event(id=env.id, source=env.source, type=env.type, time=env.time, data=data, raw=raw)
+
+
+def make_event(type_: str, data: dict[str, Any], *, id: str, source: str, time: str) -> bytes:
+    """Build the structured-mode JSON bytes of one event (used by the demo and the tests)."""
+    doc = {
+        "specversion": "1.0",
+        "id": id,
+        "source": source,
+        "type": type_,
+        "time": time,
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    return json.dumps(doc, ensure_ascii=False, default=str).encode("utf-8")

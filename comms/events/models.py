@@ -1,0 +1,112 @@
+"""The `data` of each event type: the public contract other district systems produce.
+
+Free text would reach families untranslated, so whatever a family-facing message says is a code
+(`reason`, `eligibility`, `meals`, `days`) that the templates translate; free text (`reason_detail`)
+only reaches the English press draft.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
+
+GRADE_CODES: tuple[str, ...] = ("PK", "KG", *(f"{n:02d}" for n in range(1, 13)))
+GradeCode = Literal["PK", "KG", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12"]
+WEEKDAYS: tuple[str, ...] = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+
+
+def _printable(s: str) -> str:
+    # Control characters break SMS encoding and terminal output; newlines and tabs are fine.
+    if any((ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0 for c in s):
+        raise ValueError("must not contain control characters")
+    return s
+
+
+ShortText = Annotated[
+    str, StringConstraints(min_length=1, max_length=120, strip_whitespace=True), AfterValidator(_printable)
+]
+LongText = Annotated[
+    str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True), AfterValidator(_printable)
+]
+
+
+def _plausible(d: dt.date) -> dt.date:
+    # A typo such as 2202 or 1920 must not become a message promising a date nobody meant.
+    if not dt.date(2000, 1, 1) <= d <= dt.date(2100, 12, 31):
+        raise ValueError("date must be between 2000-01-01 and 2100-12-31")
+    return d
+
+
+Date = Annotated[dt.date, AfterValidator(_plausible)]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlatformSwitch(_Data):
+    """Grades move from one learning platform to another (the September 2020 K12 -> Teams switch)."""
+
+    grades: list[GradeCode] = Field(min_length=1, max_length=14)
+    from_platform: ShortText
+    to_platform: ShortText
+    effective_date: Date
+    schools: list[Identifier] | None = Field(default=None, min_length=1, max_length=1000)
+    reason: Literal["cyberattack", "outage", "vendor_issue", "planned", "other"]
+    reason_detail: LongText | None = None
+    review_date: Date | None = None
+    instructions_url: HttpUrl | None = None
+
+    @model_validator(mode="after")
+    def _review_after_switch(self) -> PlatformSwitch:
+        if self.review_date is not None and self.review_date < self.effective_date:
+            raise ValueError("review_date must not be before effective_date")
+        return self
+
+
+class MealsSchedule(_Data):
+    """Where and when families pick up free meals (grab-and-go, Tuesdays and Thursdays 4-6 p.m.)."""
+
+    meals: list[Literal["breakfast", "lunch", "snack", "supper"]] = Field(min_length=1, max_length=4)
+    days: list[Weekday] = Field(min_length=1, max_length=7)
+    start_time: dt.time
+    end_time: dt.time
+    sites: Literal["all"] | list[Identifier]
+    effective_from: Date
+    effective_until: Date
+    eligibility: Literal["all_children_under_18", "enrolled_students", "free_reduced_eligible"]
+    program: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MealsSchedule:
+        if self.end_time <= self.start_time:
+            raise ValueError("end_time must be after start_time")
+        if self.effective_until < self.effective_from:
+            raise ValueError("effective_until must not be before effective_from")
+        if len(set(self.days)) != len(self.days):
+            raise ValueError("days must not repeat")
+        return self
+
+
+class AbsenceThreshold(_Data):
+    """A student's absences crossed an intervention tier named in campaigns.yaml (#ShowUpMDCPS)."""
+
+    student_id: Identifier
+    school_id: Identifier
+    absences: int = Field(ge=0, le=366)
+    tier: Identifier
+    school_year: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{4}$")]
+    as_of: Date
+    learning_mode: Literal["online", "schoolhouse"] | None = None
+
+
+EVENT_TYPES: dict[str, type[_Data]] = {
+    "platform.switch": PlatformSwitch,
+    "meals.schedule": MealsSchedule,
+    "attendance.absence-threshold": AbsenceThreshold,
+}

@@ -1,0 +1,99 @@
+"""The consumer loop: poll, validate, handle, dead-letter what cannot be handled, commit.
+
+Offsets are committed only after every record of the batch is either ledgered or dead-lettered, so a
+crash anywhere means redelivery (at-least-once) and the ledger makes the effect exactly-once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from comms.bus import Bus, Consumer
+from comms.errors import BusError, EventValidationError, RenderError, TransientDeliveryError
+from comms.events import parse_event
+from comms.pipeline import Pipeline
+
+log = logging.getLogger("comms.worker")
+
+# consumer name -> the campaign channel it serves; each is one consumer group
+CONSUMERS: dict[str, str] = {"press": "press_release", "sms": "sms", "email": "email"}
+
+
+def group_name(consumer: str) -> str:
+    return f"comms-{consumer}"
+
+
+@dataclass
+class Worker:
+    name: str
+    bus: Bus
+    consumer: Consumer
+    pipeline: Pipeline
+    backoff: float = 0.0
+    stats: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def channel(self) -> str:
+        return CONSUMERS[self.name]
+
+    @property
+    def group(self) -> str:
+        return group_name(self.name)
+
+    def step(self, max_records: int = 200, timeout: float = 0.2) -> int:
+        """Handle one batch; return how many records it held (0 when idle or backing off)."""
+        if self.backoff and time.monotonic() < self.backoff:
+            return 0
+        records = self.consumer.poll(max_records=max_records, timeout=timeout)
+        done = []
+        for rec in records:
+            try:
+                event = parse_event(rec.value)
+                self.stats.update(self.pipeline.handle(event, self.channel))
+                self.stats["events"] += 1
+            except (EventValidationError, RenderError) as exc:
+                self.bus.dead_letter(rec, str(exc), self.group)
+                self.stats["dead_lettered"] += 1
+                log.warning("%s: %s@%s dead-lettered: %s", self.group, rec.topic, rec.offset, exc)
+            except TransientDeliveryError as exc:
+                # Keep what is done, re-read this record after a pause; the ledger skips what went out.
+                self.consumer.commit(done)
+                self.consumer.rewind()
+                delay = exc.retry_after or 2.0
+                self.backoff = time.monotonic() + delay
+                self.stats["retries"] += 1
+                log.warning("%s: provider unavailable (%s); retrying %s@%s in %.1fs",
+                            self.group, exc, rec.topic, rec.offset, delay)
+                return len(done)
+            done.append(rec)
+        self.consumer.commit(done)
+        return len(records)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def run(workers: list[Worker], until_idle: bool = False, stop: object = None) -> None:
+    """Drive the workers in turn. With until_idle, stop after a full round in which none had work."""
+    idle_rounds = 0
+    while stop is None or not getattr(stop, "is_set", lambda: False)():
+        busy = 0
+        for w in workers:
+            try:
+                busy += w.step()
+            except BusError as exc:
+                log.error("%s: bus unavailable: %s; retrying in 2s", w.group, exc)
+                w.consumer.rewind()
+                w.backoff = time.monotonic() + 2.0
+        pending = any(w.backoff > time.monotonic() for w in workers)
+        if busy == 0 and not pending:
+            idle_rounds += 1
+            if until_idle and idle_rounds >= 2:
+                return
+        else:
+            idle_rounds = 0
+        if busy == 0:
+            time.sleep(0.05 if until_idle else 0.2)
