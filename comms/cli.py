@@ -205,7 +205,8 @@ def demo(verbose: Annotated[bool, typer.Option("-v")] = False) -> None:
         summary.setdefault((campaign, channel), {}).setdefault(state, Counter())[lang] += n
     for (campaign, channel), states in summary.items():
         sent = states.get("sent", Counter())
-        t.add_row(campaign, channel, f"{sum(sent.values())}  (" + ", ".join(f"{k} {v}" for k, v in sorted(sent.items())) + ")",
+        by_lang = ", ".join(f"{k} {v}" for k, v in sorted(sent.items()))
+        t.add_row(campaign, channel, f"{sum(sent.values())} ({by_lang})",
                   str(sum(states.get("suppressed", Counter()).values())), f"{where[channel]}/")
     a.close()
     out.print(t)

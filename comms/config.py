@@ -191,14 +191,16 @@ def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     node, line = root, (root.start_mark.line + 1 if root is not None else None)
     for part in loc:
         if isinstance(node, yaml.MappingNode):
-            nxt = next((v for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+            pair = next(((k, v) for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+            if pair is None:
+                break
+            # point at the line that names the key, not where its value starts
+            node, line = pair[1], pair[0].start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            nxt = node.value[part]
+            node = node.value[part]
+            line = node.start_mark.line + 1
         else:
-            nxt = None
-        if nxt is None:
             break
-        node, line = nxt, nxt.start_mark.line + 1
     return line
 
 

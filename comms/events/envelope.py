@@ -80,7 +80,7 @@ def parse_event(raw: bytes | str) -> Event:
     if len(raw) > MAX_EVENT_BYTES:
         raise EventValidationError(f"event is {len(raw)} bytes, more than the {MAX_EVENT_BYTES} allowed")
     try:
-        doc = json.loads(raw)
+        doc = json.loads(raw.decode("utf-8"))  # the contract is UTF-8; json.loads(bytes) would guess
     except UnicodeDecodeError as exc:
         raise EventValidationError(f"event is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:

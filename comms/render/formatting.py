@@ -26,6 +26,12 @@ WEEKDAY_INDEX = {d: i for i, d in enumerate(("monday", "tuesday", "wednesday", "
                                              "saturday", "sunday"))}
 
 
+def _plain(text: str) -> str:
+    # CLDR puts narrow/no-break spaces in dates and times; one of them turns a GSM-7 SMS into UCS-2,
+    # halving the characters per segment.
+    return text.replace("\u202f", " ").replace("\u00a0", " ")
+
+
 def babel_locale(lang: str) -> str:
     loc = BABEL_LOCALE.get(lang, lang)
     try:
@@ -46,7 +52,7 @@ def fmt_date(d: dt.date, lang: str, with_weekday: bool = True) -> str:
     if lang == "ht":
         text = f"{d.day} {HT_MONTHS[d.month - 1]} {d.year}"
         return f"{HT_DAYS[d.weekday()]} {text}" if with_weekday else text
-    return format_date(d, "full" if with_weekday else "long", locale=babel_locale(lang))
+    return _plain(format_date(d, "full" if with_weekday else "long", locale=babel_locale(lang)))
 
 
 def fmt_time(t: dt.time, lang: str) -> str:
@@ -59,14 +65,14 @@ def fmt_time(t: dt.time, lang: str) -> str:
         return f"{hour} {suffix}" if t.minute == 0 else f"{hour}:{t.minute:02d} {suffix}"
     if lang == "ht":  # as Creole notices in Miami write it: "4:00 p.m."
         return f"{t.hour % 12 or 12}:{t.minute:02d} {'a.m.' if t.hour < 12 else 'p.m.'}"
-    return format_time(t, "short", locale=babel_locale(lang))
+    return _plain(format_time(t, "short", locale=babel_locale(lang)))
 
 
 def fmt_list(items: Iterable[str], lang: str) -> str:
     items = [str(i) for i in items]
     if lang == "ht":
         return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " ak " + items[-1]
-    return format_list(items, locale=babel_locale(lang))
+    return _plain(format_list(items, locale=babel_locale(lang)))
 
 
 def fmt_days(days: Sequence[str], lang: str) -> str:

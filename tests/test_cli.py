@@ -1,0 +1,87 @@
+"""The `comms` command as a user runs it (subprocesses for the long-running ones)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from comms.app import Env
+from comms.bus import open_bus
+from comms.cli import app
+from comms.demo import demo_events
+from tests.conftest import ROOT, env_vars
+
+runner = CliRunner()
+
+
+def _comms(env: Env, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    e = {**os.environ, **env_vars(env), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "comms.cli", *args], input=stdin, env=e, cwd=ROOT,
+                          capture_output=True, timeout=120)
+
+
+def test_publish_rejects_invalid_up_front(environ: Env, tmp_path: Path) -> None:
+    doc = json.loads(demo_events()[0])
+    doc["data"]["grades"] = ["06", "13"]
+    f = tmp_path / "events.jsonl"
+    f.write_text(demo_events()[1].decode() + "\n" + json.dumps(doc) + "\n", "utf-8")
+    result = runner.invoke(app, ["publish", str(f)])
+    assert result.exit_code == 1
+    assert "line 2: data.grades[1]" in result.output
+    bus = open_bus(environ.bus_url)
+    assert bus.topics() == []  # nothing published, not even the valid first line
+    bus.close()
+
+
+def test_publish_json_array_and_stdin(environ: Env, tmp_path: Path) -> None:
+    arr = "[" + ",".join(r.decode() for r in demo_events()) + "]"
+    result = runner.invoke(app, ["publish", "-"], input=arr)
+    assert result.exit_code == 0, result.output
+    assert f"published {len(demo_events())} event(s)" in result.output
+
+
+def test_run_until_idle_twice_resumes(env: Env, tmp_path: Path) -> None:
+    first, later = demo_events()[:2], demo_events()[2:]
+    f1, f2 = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    f1.write_bytes(b"\n".join(first))
+    f2.write_bytes(b"\n".join(later))
+    assert _comms(env, "publish", str(f1)).returncode == 0
+    r1 = _comms(env, "run", "--until-idle")
+    assert r1.returncode == 0, r1.stderr.decode()
+    assert "comms-sms: " in r1.stdout.decode() and "events 2" in r1.stdout.decode()
+    assert _comms(env, "publish", str(f2)).returncode == 0
+    r2 = _comms(env, "run", "--until-idle")
+    out = r2.stdout.decode()
+    assert f"events {len(later)}" in out and "events 2," not in out and "events 6" not in out
+
+
+def test_demo_status_and_preview(env: Env, tmp_path: Path) -> None:
+    r = _comms(env, "demo")
+    assert r.returncode == 0, r.stderr.decode()
+    out = r.stdout.decode()
+    assert "platform-switch" in out and "show-up" in out and "press_release" in out
+    s = _comms(env, "status").stdout.decode()
+    assert "comms-press" in s and "sent" in s
+    ev = tmp_path / "meals.json"
+    ev.write_bytes(demo_events()[1])
+    p = _comms(env, "preview", str(ev), "--channel", "sms", "--lang", "ht")
+    assert p.returncode == 0 and "madi ak jedi" in p.stdout.decode()
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}", "utf-8")
+    p = _comms(env, "preview", str(bad))
+    assert p.returncode == 1 and "specversion" in p.stderr.decode()
+
+
+def test_unknown_bus_is_a_clear_error(env: Env, tmp_path: Path) -> None:
+    f = tmp_path / "e.json"
+    f.write_bytes(demo_events()[0])
+    e = {**os.environ, **env_vars(env), "COMMS_BUS": "rabbit://localhost"}
+    r = subprocess.run([sys.executable, "-m", "comms.cli", "publish", str(f)], env=e, cwd=ROOT,
+                       capture_output=True, timeout=60)
+    assert r.returncode == 1
+    assert "unknown bus 'rabbit'" in r.stderr.decode() and "Traceback" not in r.stderr.decode()
