@@ -64,13 +64,16 @@ class App:
     def open(cls, env: Env | None = None) -> App:
         env = env or Env.from_environ()
         settings = load_settings(env.config)
-        pipeline = Pipeline(settings, Roster.load(env.roster), Renderer(env.templates), Ledger(env.ledger),
-                            build_channels(env))
+        pipeline = Pipeline(
+            settings, Roster.load(env.roster), Renderer(env.templates), Ledger(env.ledger), build_channels(env)
+        )
         return cls(env, settings, open_bus(env.bus_url), pipeline)
 
     def workers(self, names: list[str] | None = None) -> list[Worker]:
-        return [Worker(n, self.bus, self.bus.consumer(group_name(n), [self.env.topic]), self.pipeline)
-                for n in names or list(CONSUMERS)]
+        return [
+            Worker(n, self.bus, self.bus.consumer(group_name(n), [self.env.topic]), self.pipeline)
+            for n in names or list(CONSUMERS)
+        ]
 
     def close(self) -> None:
         self.pipeline.ledger.close()

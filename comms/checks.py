@@ -48,8 +48,10 @@ def check_templates(settings: Settings, env: Env) -> list[str]:
             for lang in langs:
                 for name in template_paths(channel, chcfg.template, lang).values():
                     if not renderer.exists(name):
-                        problems.append(f"campaigns.{cid}.channels.{channel}.template: "
-                                        f"{env.templates / name} does not exist ({lang})")
+                        problems.append(
+                            f"campaigns.{cid}.channels.{channel}.template: "
+                            f"{env.templates / name} does not exist ({lang})"
+                        )
     if problems:
         return problems
     p = _pipeline(env, settings)

@@ -18,15 +18,21 @@ from rich.table import Table
 from comms.errors import CommsError, ConfigError, EventValidationError
 from comms.events import parse_event
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="District communications: events in, press drafts, SMS and e-mail out.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="District communications: events in, press drafts, SMS and e-mail out.",
+)
 out = Console()
 err = Console(stderr=True)
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)])
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
+    )
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
@@ -196,18 +202,32 @@ def demo(verbose: Annotated[bool, typer.Option("-v")] = False) -> None:
             w.close()
     except CommsError as exc:
         _fail(exc)
-    t = Table("campaign", "channel", "sent (by language)", "suppressed", "where",
-              title=f"comms demo: {len(events)} events from the 2020 seed press releases")
-    where = {"press_release": a.env.out / "press", "sms": a.env.out / "outbox" / "sms",
-             "email": a.env.out / "outbox" / "email"}
+    t = Table(
+        "campaign",
+        "channel",
+        "sent (by language)",
+        "suppressed",
+        "where",
+        title=f"comms demo: {len(events)} events from the 2020 seed press releases",
+    )
+    where = {
+        "press_release": a.env.out / "press",
+        "sms": a.env.out / "outbox" / "sms",
+        "email": a.env.out / "outbox" / "email",
+    }
     summary: dict[tuple[str, str], dict[str, Counter[str]]] = {}
     for campaign, channel, lang, state, n in a.pipeline.ledger.counts():
         summary.setdefault((campaign, channel), {}).setdefault(state, Counter())[lang] += n
     for (campaign, channel), states in summary.items():
         sent = states.get("sent", Counter())
         by_lang = ", ".join(f"{k} {v}" for k, v in sorted(sent.items()))
-        t.add_row(campaign, channel, f"{sum(sent.values())} ({by_lang})",
-                  str(sum(states.get("suppressed", Counter()).values())), f"{where[channel]}/")
+        t.add_row(
+            campaign,
+            channel,
+            f"{sum(sent.values())} ({by_lang})",
+            str(sum(states.get("suppressed", Counter()).values())),
+            f"{where[channel]}/",
+        )
     a.close()
     out.print(t)
     out.print("Read the drafts and messages in the folders above; `comms status` shows the bus and ledger.")

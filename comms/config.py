@@ -237,8 +237,10 @@ def parse_settings(text: str, name: str = "campaigns.yaml") -> Settings:
         for e in exc.errors(include_url=False):
             loc = tuple(e["loc"])
             # pydantic puts the model's own name in some locations (e.g. tagged unions); drop non-keys
-            msg = "field required" if e["type"] == "missing" else (
-                "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            msg = (
+                "field required"
+                if e["type"] == "missing"
+                else ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
             )
             # A model-level check reports the key path in its message; point the line at that key.
             if m := _PATH_IN_MSG.match(msg):

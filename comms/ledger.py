@@ -75,8 +75,10 @@ class Ledger:
                 self.conn.executemany(
                     "INSERT OR IGNORE INTO deliveries(key, event_uid, event_type, campaign, channel, recipient,"
                     " lang, state, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                    [(e.key, e.event_uid, e.event_type, e.campaign, e.channel, e.recipient, e.lang, now, now)
-                     for e in entries],
+                    [
+                        (e.key, e.event_uid, e.event_type, e.campaign, e.channel, e.recipient, e.lang, now, now)
+                        for e in entries
+                    ],
                 )
                 states: dict[str, str] = {}
                 keys = [e.key for e in entries]
@@ -119,8 +121,7 @@ class Ledger:
 
     def get(self, key: str) -> tuple[str, str | None, str | None] | None:
         with self._lock:
-            row = self.conn.execute("SELECT state, provider_id, detail FROM deliveries WHERE key=?",
-                                    (key,)).fetchone()
+            row = self.conn.execute("SELECT state, provider_id, detail FROM deliveries WHERE key=?", (key,)).fetchone()
         return tuple(row) if row else None
 
     def close(self) -> None:

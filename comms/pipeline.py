@@ -35,8 +35,9 @@ def _lang(settings: Settings, wanted: str) -> str:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, roster: Roster, renderer: Renderer, ledger: Ledger,
-                 channels: dict[str, Channel]) -> None:
+    def __init__(
+        self, settings: Settings, roster: Roster, renderer: Renderer, ledger: Ledger, channels: dict[str, Channel]
+    ) -> None:
         self.settings, self.roster, self.renderer, self.ledger = settings, roster, renderer, ledger
         self.channels = channels
 
@@ -49,20 +50,19 @@ class Pipeline:
             g = r.guardian
             to = g.phone if channel == "sms" else g.email
             consent = g.sms_consent if channel == "sms" else g.email_consent
-            why = ("no_contact" if g.no_contact else "no_consent" if not consent
-                   else "no_address" if not to else None)
+            why = "no_contact" if g.no_contact else "no_consent" if not consent else "no_address" if not to else None
             out.append(Target(r.key, _lang(self.settings, g.language), to, r, why))
         return out
 
     # -- rendering ------------------------------------------------------------------------------------
-    def context(self, cid: str, campaign: Campaign, event: Event, lang: str,
-                recipient: Recipient | None) -> dict[str, Any]:
+    def context(
+        self, cid: str, campaign: Campaign, event: Event, lang: str, recipient: Recipient | None
+    ) -> dict[str, Any]:
         tier = None
         if isinstance(event.data, AbsenceThreshold) and campaign.tiers:
             t = campaign.tier(event.data.tier)
             assert t is not None  # checked in handle()
-            tier = {"name": t.name, "min_absences": t.min_absences, "label": t.label[lang],
-                    "actions": t.actions[lang]}
+            tier = {"name": t.name, "min_absences": t.min_absences, "label": t.label[lang], "actions": t.actions[lang]}
         quote = None
         if campaign.quote and lang in campaign.quote.text:
             quote = {"by": campaign.quote.by, "text": campaign.quote.text[lang]}
@@ -75,15 +75,22 @@ class Pipeline:
             "envelope": {"id": event.id, "source": event.source, "type": event.type},
             "issued": issued,
             "district": self.settings.district,
-            "campaign": {"id": cid, "title": campaign.title, "hashtag": campaign.hashtag,
-                         "priority": campaign.priority, "quote": quote},
+            "campaign": {
+                "id": cid,
+                "title": campaign.title,
+                "hashtag": campaign.hashtag,
+                "priority": campaign.priority,
+                "quote": quote,
+            },
             "tier": tier,
             "scope_schools": scope_schools,  # None: district-wide
             "guardian": {"first_name": recipient.guardian.first_name} if recipient else None,
             "students": [
                 {"first_name": s.first_name, "grade": s.grade, "school": self.roster.schools[s.school_id].name}
                 for s in recipient.students
-            ] if recipient else [],
+            ]
+            if recipient
+            else [],
         }
 
     # -- the work -------------------------------------------------------------------------------------
@@ -96,12 +103,14 @@ class Pipeline:
                 if t is None:
                     names = ", ".join(x.name for x in c.tiers or ())
                     raise EventValidationError(
-                        f"data.tier: unknown tier {event.data.tier!r} (campaigns.{cid}.tiers has: {names})",
-                        "data.tier")
+                        f"data.tier: unknown tier {event.data.tier!r} (campaigns.{cid}.tiers has: {names})", "data.tier"
+                    )
                 if event.data.absences < t.min_absences:
                     raise EventValidationError(
                         f"data.absences: {event.data.absences} is below tier {t.name!r} "
-                        f"(min_absences {t.min_absences})", "data.absences")
+                        f"(min_absences {t.min_absences})",
+                        "data.absences",
+                    )
 
     def handle(self, event: Event, channel: str) -> Counter[str]:
         """Deliver one event on one channel for every campaign it triggers. Returns counts by outcome.
@@ -120,7 +129,8 @@ class Pipeline:
             issued = event.time.astimezone(self.settings.district.tz).date()
             keyed = {delivery_key(event.uid, cid, channel, t.key): t for t in targets}
             states = self.ledger.open(
-                Entry(k, event.uid, event.type, cid, channel, t.key, t.lang) for k, t in keyed.items())
+                Entry(k, event.uid, event.type, cid, channel, t.key, t.lang) for k, t in keyed.items()
+            )
             todo = {k: t for k, t in keyed.items() if states.get(k) not in FINAL}
             outcome["already_done"] += len(keyed) - len(todo)
             suppressed = [(k, "suppressed", None, t.suppressed) for k, t in todo.items() if t.suppressed]
@@ -130,13 +140,15 @@ class Pipeline:
             for k, t in todo.items():
                 if t.suppressed:
                     continue
-                r = self.renderer.render(channel, chcfg.template, t.lang,
-                                         self.context(cid, campaign, event, t.lang, t.recipient))
+                r = self.renderer.render(
+                    channel, chcfg.template, t.lang, self.context(cid, campaign, event, t.lang, t.recipient)
+                )
                 # Press drafts: one name per event and campaign, the language as suffix (…-ab12cd34.es.md)
                 to = t.to or f"{issued.isoformat()}-{cid}-{delivery_key(event.uid, cid, '', '')[:8]}.{t.lang}"
                 meta = {"approval": "required"} if chcfg.approval else {}
-                messages.append(Message(k, channel, cid, event.uid, t.lang, to, r.parts, r.subject,
-                                        campaign.priority, meta))
+                messages.append(
+                    Message(k, channel, cid, event.uid, t.lang, to, r.parts, r.subject, campaign.priority, meta)
+                )
             if not messages:
                 continue
             results = self.channels[channel].send(messages)

@@ -54,8 +54,9 @@ class Recipient:
 
 
 class Roster:
-    def __init__(self, schools: dict[str, School], students: dict[str, Student],
-                 guardians: dict[str, Guardian]) -> None:
+    def __init__(
+        self, schools: dict[str, School], students: dict[str, Student], guardians: dict[str, Guardian]
+    ) -> None:
         self.schools, self.students, self.guardians = schools, students, guardians
 
     @classmethod
@@ -68,9 +69,16 @@ class Roster:
                 for s in doc["students"]
             }
             guardians = {
-                g["id"]: Guardian(g["id"], g["first_name"], g["language"], g.get("phone"), g.get("email"),
-                                  g.get("sms_consent", False), g.get("email_consent", False),
-                                  g.get("no_contact", False))
+                g["id"]: Guardian(
+                    g["id"],
+                    g["first_name"],
+                    g["language"],
+                    g.get("phone"),
+                    g.get("email"),
+                    g.get("sms_consent", False),
+                    g.get("email_consent", False),
+                    g.get("no_contact", False),
+                )
                 for g in doc["guardians"]
             }
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -103,8 +111,9 @@ class Roster:
         d = event.data
         if isinstance(d, PlatformSwitch):
             grades, schools = set(d.grades), set(d.schools) if d.schools else None
-            return (s for s in self.students.values()
-                    if s.grade in grades and (schools is None or s.school_id in schools))
+            return (
+                s for s in self.students.values() if s.grade in grades and (schools is None or s.school_id in schools)
+            )
         if isinstance(d, MealsSchedule):
             sites = None if d.sites == "all" else set(d.sites)
             return (s for s in self.students.values() if sites is None or s.school_id in sites)

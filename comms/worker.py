@@ -65,8 +65,14 @@ class Worker:
                 delay = exc.retry_after or 2.0
                 self.backoff = time.monotonic() + delay
                 self.stats["retries"] += 1
-                log.warning("%s: provider unavailable (%s); retrying %s@%s in %.1fs",
-                            self.group, exc, rec.topic, rec.offset, delay)
+                log.warning(
+                    "%s: provider unavailable (%s); retrying %s@%s in %.1fs",
+                    self.group,
+                    exc,
+                    rec.topic,
+                    rec.offset,
+                    delay,
+                )
                 return len(done)
             done.append(rec)
         self.consumer.commit(done)

@@ -16,12 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def env(tmp_path: Path) -> Env:
     """A complete, isolated environment: bus, ledger and outputs under tmp_path; repo config/templates."""
-    return Env.from_environ({
-        "COMMS_VAR": str(tmp_path / "var"),
-        "COMMS_OUT": str(tmp_path / "out"),
-        "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
-        "COMMS_TEMPLATES": str(ROOT / "templates"),
-    })
+    return Env.from_environ(
+        {
+            "COMMS_VAR": str(tmp_path / "var"),
+            "COMMS_OUT": str(tmp_path / "out"),
+            "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
+            "COMMS_TEMPLATES": str(ROOT / "templates"),
+        }
+    )
 
 
 @pytest.fixture
@@ -33,8 +35,14 @@ def environ(env: Env, monkeypatch: pytest.MonkeyPatch) -> Env:
 
 
 def env_vars(env: Env) -> dict[str, str]:
-    return {"COMMS_BUS": env.bus_url, "COMMS_OUT": str(env.out), "COMMS_LEDGER": str(env.ledger),
-            "COMMS_CONFIG": str(env.config), "COMMS_TEMPLATES": str(env.templates), "COMMS_TOPIC": env.topic}
+    return {
+        "COMMS_BUS": env.bus_url,
+        "COMMS_OUT": str(env.out),
+        "COMMS_LEDGER": str(env.ledger),
+        "COMMS_CONFIG": str(env.config),
+        "COMMS_TEMPLATES": str(env.templates),
+        "COMMS_TOPIC": env.topic,
+    }
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ def test_one_reader_per_group_and_takeover_after_lease(tmp_path) -> None:  # noq
     bus.publish_many("t", [(None, b"a"), (None, b"b")])
     first, second = bus.consumer("g", ["t"]), bus.consumer("g", ["t"])
     assert [r.value for r in first.poll(timeout=0.5)] == [b"a", b"b"]
-    assert second.poll(timeout=0.3) == []          # first holds the group
-    time.sleep(1.2)                                # first dies without committing
+    assert second.poll(timeout=0.3) == []  # first holds the group
+    time.sleep(1.2)  # first dies without committing
     assert [r.value for r in second.poll(timeout=0.5)] == [b"a", b"b"]
-    first.commit([])                               # nothing to commit: harmless
+    first.commit([])  # nothing to commit: harmless
     for c in (first, second):
         c.close()
     bus.close()

@@ -21,8 +21,9 @@ runner = CliRunner()
 
 def _comms(env: Env, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     e = {**os.environ, **env_vars(env), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "comms.cli", *args], input=stdin, env=e, cwd=ROOT,
-                          capture_output=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "comms.cli", *args], input=stdin, env=e, cwd=ROOT, capture_output=True, timeout=120
+    )
 
 
 def test_publish_rejects_invalid_up_front(environ: Env, tmp_path: Path) -> None:
@@ -81,7 +82,34 @@ def test_unknown_bus_is_a_clear_error(env: Env, tmp_path: Path) -> None:
     f = tmp_path / "e.json"
     f.write_bytes(demo_events()[0])
     e = {**os.environ, **env_vars(env), "COMMS_BUS": "rabbit://localhost"}
-    r = subprocess.run([sys.executable, "-m", "comms.cli", "publish", str(f)], env=e, cwd=ROOT,
-                       capture_output=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "comms.cli", "publish", str(f)], env=e, cwd=ROOT, capture_output=True, timeout=60
+    )
     assert r.returncode == 1
     assert "unknown bus 'rabbit'" in r.stderr.decode() and "Traceback" not in r.stderr.decode()
+
+
+def test_thin_consumer_process_handles_then_stops_on_sigterm(env: Env, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    f = tmp_path / "e.json"
+    f.write_bytes(demo_events()[1])
+    assert _comms(env, "publish", str(f)).returncode == 0
+    e = {**os.environ, **env_vars(env)}
+    proc = subprocess.Popen([sys.executable, "-m", "consumers.sms"], env=e, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(list((env.out / "outbox" / "sms").glob("*.txt"))) < 6:
+            time.sleep(0.1)
+        assert len(list((env.out / "outbox" / "sms").glob("*.txt"))) == 6
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    bus = open_bus(env.bus_url)
+    assert bus.lag("comms-sms", env.topic) == (1, 1)  # committed before it stopped
+    bus.close()

@@ -29,15 +29,17 @@ def test_real_file_is_valid() -> None:
 
 BROKEN = [
     # (old text, new text, expected key path, the line to point at holds this text)
-    ("    event_type: meals.schedule", "    event_type: meals.menu",
-     "campaigns.meal-schedule.event_type", "event_type: meals.menu"),
-    ("    priority: normal\n", "    priority: urgent\n",
-     "campaigns.meal-schedule.priority", "priority: urgent"),
+    (
+        "    event_type: meals.schedule",
+        "    event_type: meals.menu",
+        "campaigns.meal-schedule.event_type",
+        "event_type: meals.menu",
+    ),
+    ("    priority: normal\n", "    priority: urgent\n", "campaigns.meal-schedule.priority", "priority: urgent"),
     ("        min_absences: 6 ", "        min_absences: 4 ", "campaigns.show-up.tiers", "    tiers:"),
     ("  timezone: America/New_York", "  timezone: Miami/Beach", "district.timezone", "timezone: Miami/Beach"),
-    ("          ht: Entèvansyon entansif lekòl la ak kominote a\n", "",
-     "campaigns.show-up.tiers[2].label", None),
-    ("    hashtag: \"#ShowUpMDCPS\"", "    hashtag: ShowUp", "campaigns.show-up.hashtag", "hashtag: ShowUp"),
+    ("          ht: Entèvansyon entansif lekòl la ak kominote a\n", "", "campaigns.show-up.tiers[2].label", None),
+    ('    hashtag: "#ShowUpMDCPS"', "    hashtag: ShowUp", "campaigns.show-up.hashtag", "hashtag: ShowUp"),
     ("  dateline: MIAMI", "  datelines: MIAMI", "district.datelines", "datelines: MIAMI"),
 ]
 

@@ -18,11 +18,14 @@ def _raw(doc: dict) -> bytes:
     return json.dumps(doc).encode()
 
 
-@pytest.mark.parametrize("type_,model", [
-    ("platform.switch", PlatformSwitch),
-    ("meals.schedule", MealsSchedule),
-    ("attendance.absence-threshold", AbsenceThreshold),
-])
+@pytest.mark.parametrize(
+    "type_,model",
+    [
+        ("platform.switch", PlatformSwitch),
+        ("meals.schedule", MealsSchedule),
+        ("attendance.absence-threshold", AbsenceThreshold),
+    ],
+)
 def test_each_type_valid(type_: str, model: type) -> None:
     event = parse_event(_raw(DOCS[type_]))
     assert event.type == type_
@@ -79,12 +82,15 @@ def test_invalid_names_the_field(type_: str, path: str, value: object, expected:
     assert expected in str(exc.value)
 
 
-@pytest.mark.parametrize("raw,expected", [
-    (b'{"specversion": "1.0", ', "invalid JSON"),
-    (b"[1, 2]", "must be a JSON object"),
-    (b"\xff\xfe{}", "not UTF-8"),
-    (b" " * (MAX_EVENT_BYTES + 1), "more than the"),
-])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        (b'{"specversion": "1.0", ', "invalid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b" " * (MAX_EVENT_BYTES + 1), "more than the"),
+    ],
+)
 def test_unparseable(raw: bytes, expected: str) -> None:
     with pytest.raises(EventValidationError, match=expected):
         parse_event(raw)

@@ -39,8 +39,16 @@ def test_demo_reaches_each_family_once_in_its_language(app: App, env: Env) -> No
     sms, email = _outbox(env, "sms"), _outbox(env, "email")
     # meals: G01 has three children and gets one message; G05 has no SMS consent; G07 is no-contact
     meals_sms = [t for t in sms if "Campaign: meal-schedule" in t]
-    assert _to(meals_sms) == Counter({"+13055550101": 1, "+13055550102": 1, "+13055550103": 1,
-                                      "+13055550104": 1, "+13055550106": 1, "+13055550108": 1})
+    assert _to(meals_sms) == Counter(
+        {
+            "+13055550101": 1,
+            "+13055550102": 1,
+            "+13055550103": 1,
+            "+13055550104": 1,
+            "+13055550106": 1,
+            "+13055550108": 1,
+        }
+    )
     assert all("+13055550107" not in t and "+13055550105" not in t for t in sms)
     assert all("luis.g07@example.org" not in t for t in email)
     maria = next(t for t in meals_sms if "+13055550101" in t)
@@ -60,8 +68,19 @@ def test_demo_reaches_each_family_once_in_its_language(app: App, env: Env) -> No
 
 def test_malformed_events_are_dead_lettered_and_the_rest_delivered(app: App, env: Env) -> None:
     good = demo_events()
-    bad = [b"{truncated", json.dumps({"specversion": "1.0", "id": "1", "source": "s", "type": "meals.schedule",
-                                       "time": "2020-09-01T12:00:00Z", "data": {"meals": ["lunch"]}}).encode()]
+    bad = [
+        b"{truncated",
+        json.dumps(
+            {
+                "specversion": "1.0",
+                "id": "1",
+                "source": "s",
+                "type": "meals.schedule",
+                "time": "2020-09-01T12:00:00Z",
+                "data": {"meals": ["lunch"]},
+            }
+        ).encode(),
+    ]
     unknown_student = json.loads(good[-1])
     unknown_student["id"], unknown_student["data"]["student_id"] = "ghost", "S9999"
     _publish(app, [bad[0], good[0], bad[1], *good[1:], json.dumps(unknown_student).encode()])

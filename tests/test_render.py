@@ -14,8 +14,11 @@ from comms.events import make_event, parse_event
 from comms.render import formatting as f
 
 EVENTS = {parse_event(r).type: parse_event(r) for r in demo_events()}
-CAMPAIGN = {"platform.switch": "platform-switch", "meals.schedule": "meal-schedule",
-            "attendance.absence-threshold": "show-up"}
+CAMPAIGN = {
+    "platform.switch": "platform-switch",
+    "meals.schedule": "meal-schedule",
+    "attendance.absence-threshold": "show-up",
+}
 
 WORDS = {  # something only a correct rendering in that language contains
     ("platform.switch", "en"): "Thursday, September 3, 2020",
@@ -36,8 +39,11 @@ def test_family_messages_in_three_languages(app: App, type_: str, lang: str, cha
     r = render_one(app.pipeline, CAMPAIGN[type_], EVENTS[type_], channel, lang)
     assert WORDS[(type_, lang)] in r.parts["txt"]
     if channel == "sms":
-        stops = ("Reply STOP to opt out.", "Responda STOP para no recibir más mensajes.",
-                 "Reponn STOP pou pa resevwa mesaj ankò.")
+        stops = (
+            "Reply STOP to opt out.",
+            "Responda STOP para no recibir más mensajes.",
+            "Reponn STOP pou pa resevwa mesaj ankò.",
+        )
         assert r.parts["txt"].rstrip().endswith(stops)
     else:
         assert r.subject and f'<html lang="{lang}">' in r.parts["html"]
@@ -47,8 +53,15 @@ def test_family_messages_in_three_languages(app: App, type_: str, lang: str, cha
 def test_press_release_has_the_district_format(app: App, lang: str) -> None:
     r = render_one(app.pipeline, "platform-switch", EVENTS["platform.switch"], "press_release", lang)
     md = r.parts["md"]
-    for piece in ("M-DCPS Office of Communications", "1450 NE 2nd Ave", "MIAMI —", "> \"", "Dadeschools", "@mdcps",
-                  "\\# \\# \\#"):
+    for piece in (
+        "M-DCPS Office of Communications",
+        "1450 NE 2nd Ave",
+        "MIAMI —",
+        '> "',
+        "Dadeschools",
+        "@mdcps",
+        "\\# \\# \\#",
+    ):
         assert piece in md, piece
     assert "# # #" in r.parts["html"] and "<blockquote>" in r.parts["html"]
 

@@ -23,8 +23,7 @@ def open_bus(url: str) -> Bus:
     target = BACKENDS.get(scheme)
     if target is None:
         raise ConfigError(
-            f"COMMS_BUS={url!r}: unknown bus {scheme!r}; use one of "
-            + ", ".join(f"{s}://..." for s in BACKENDS)
+            f"COMMS_BUS={url!r}: unknown bus {scheme!r}; use one of " + ", ".join(f"{s}://..." for s in BACKENDS)
         )
     module, _, cls = target.partition(":")
     return getattr(importlib.import_module(module), cls).from_url(url)

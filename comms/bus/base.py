@@ -53,8 +53,7 @@ class Bus(abc.ABC):
     connection_errors: tuple[type[BaseException], ...] = ()
 
     @abc.abstractmethod
-    def publish(self, topic: str, value: bytes, key: str | None = None,
-                headers: dict[str, str] | None = None) -> None:
+    def publish(self, topic: str, value: bytes, key: str | None = None, headers: dict[str, str] | None = None) -> None:
         """Durably append one record (returns once the bus has acknowledged it)."""
 
     def publish_many(self, topic: str, items: Sequence[tuple[str | None, bytes]]) -> None:

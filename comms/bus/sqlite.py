@@ -151,8 +151,9 @@ class SqliteConsumer(Consumer):
                     "ON CONFLICT(grp, topic) DO UPDATE SET next_offset=max(next_offset, excluded.next_offset)",
                     (self.group, topic, off + 1),
                 )
-            c.execute("UPDATE group_leases SET expires=? WHERE grp=?",
-                      (time.time() + self.bus.lease_seconds, self.group))
+            c.execute(
+                "UPDATE group_leases SET expires=? WHERE grp=?", (time.time() + self.bus.lease_seconds, self.group)
+            )
 
     def rewind(self) -> None:
         self._position.clear()
@@ -182,8 +183,7 @@ class SqliteBus(Bus):
         q = parse_qs(urlsplit(url).query)
         return cls(sqlite_path(url), lease_seconds=float(q.get("lease", ["30"])[0]))
 
-    def publish(self, topic: str, value: bytes, key: str | None = None,
-                headers: dict[str, str] | None = None) -> None:
+    def publish(self, topic: str, value: bytes, key: str | None = None, headers: dict[str, str] | None = None) -> None:
         self._insert([(topic, key, value, headers or {})])
 
     def publish_many(self, topic: str, items: Sequence[tuple[str | None, bytes]]) -> None:
@@ -202,8 +202,9 @@ class SqliteBus(Bus):
 
     def lag(self, group: str, topic: str) -> tuple[int, int]:
         with self._lock:
-            nxt = self.conn.execute("SELECT next_offset FROM group_offsets WHERE grp=? AND topic=?",
-                                    (group, topic)).fetchone()
+            nxt = self.conn.execute(
+                "SELECT next_offset FROM group_offsets WHERE grp=? AND topic=?", (group, topic)
+            ).fetchone()
             total, done = self.conn.execute(
                 "SELECT count(*), count(*) FILTER (WHERE offset < ?) FROM records WHERE topic=?",
                 (nxt[0] if nxt else 0, topic),

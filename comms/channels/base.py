@@ -11,13 +11,13 @@ from comms.errors import DeliveryError
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    key: str                 # ledger key: also the provider-side idempotency reference
-    channel: str             # press_release | sms | email
+    key: str  # ledger key: also the provider-side idempotency reference
+    channel: str  # press_release | sms | email
     campaign: str
     event_uid: str
     lang: str
-    to: str                  # E.164 number, e-mail address, or a press-draft name
-    body: dict[str, str]     # rendered parts: txt / html / md
+    to: str  # E.164 number, e-mail address, or a press-draft name
+    body: dict[str, str]  # rendered parts: txt / html / md
     subject: str | None = None
     priority: str = "normal"
     meta: dict[str, str] = field(default_factory=dict)

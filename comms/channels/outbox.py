@@ -19,8 +19,14 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def outbox_text(m: Message) -> str:
-    head = [f"Channel: {m.channel}", f"Campaign: {m.campaign}", f"Event: {m.event_uid}",
-            f"Language: {m.lang}", f"Priority: {m.priority}", f"To: {m.to}"]
+    head = [
+        f"Channel: {m.channel}",
+        f"Campaign: {m.campaign}",
+        f"Event: {m.event_uid}",
+        f"Language: {m.lang}",
+        f"Priority: {m.priority}",
+        f"To: {m.to}",
+    ]
     head += [f"{k.title()}: {v}" for k, v in sorted(m.meta.items())]
     if m.subject:
         head.append(f"Subject: {m.subject}")

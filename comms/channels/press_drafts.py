@@ -19,10 +19,14 @@ class PressDraftChannel(Channel):
         for m in messages:
             stem = m.to  # e.g. 2020-09-02-platform-switch-ab12cd34.en
             status = "draft - needs approval" if m.meta.get("approval") == "required" else "draft"
-            front = (f"---\nstatus: {status}\ncampaign: {m.campaign}\nevent: {m.event_uid}\n"
-                     f"language: {m.lang}\nledger_key: {m.key}\n---\n\n")
+            front = (
+                f"---\nstatus: {status}\ncampaign: {m.campaign}\nevent: {m.event_uid}\n"
+                f"language: {m.lang}\nledger_key: {m.key}\n---\n\n"
+            )
             _write_atomic(self.dir / f"{stem}.md", front + m.body["md"])
-            _write_atomic(self.dir / f"{stem}.html", m.body["html"].replace(
-                "<head>", f'<head>\n<meta name="status" content="{status}">', 1))
+            _write_atomic(
+                self.dir / f"{stem}.html",
+                m.body["html"].replace("<head>", f'<head>\n<meta name="status" content="{status}">', 1),
+            )
             results.append(SendResult(m.key, provider_id=f"draft:{stem}"))
         return results

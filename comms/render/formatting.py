@@ -20,10 +20,22 @@ BABEL_LOCALE = {"en": "en_US", "es": "es_US", "ht": "ht_HT"}
 
 HT_DAYS = ("lendi", "madi", "mèkredi", "jedi", "vandredi", "samdi", "dimanch")
 HT_MONTHS = (
-    "janvye", "fevriye", "mas", "avril", "me", "jen", "jiyè", "out", "septanm", "oktòb", "novanm", "desanm",
+    "janvye",
+    "fevriye",
+    "mas",
+    "avril",
+    "me",
+    "jen",
+    "jiyè",
+    "out",
+    "septanm",
+    "oktòb",
+    "novanm",
+    "desanm",
 )
-WEEKDAY_INDEX = {d: i for i, d in enumerate(("monday", "tuesday", "wednesday", "thursday", "friday",
-                                             "saturday", "sunday"))}
+WEEKDAY_INDEX = {
+    d: i for i, d in enumerate(("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"))
+}
 
 
 def _plain(text: str) -> str:
@@ -48,7 +60,7 @@ def day_name(index: int, lang: str) -> str:
 
 
 def fmt_date(d: dt.date, lang: str, with_weekday: bool = True) -> str:
-    """"Thursday, September 3, 2020" / "jueves, 3 de septiembre de 2020" / "jedi 3 septanm 2020"."""
+    """ "Thursday, September 3, 2020" / "jueves, 3 de septiembre de 2020" / "jedi 3 septanm 2020"."""
     if lang == "ht":
         text = f"{d.day} {HT_MONTHS[d.month - 1]} {d.year}"
         return f"{HT_DAYS[d.weekday()]} {text}" if with_weekday else text
@@ -56,7 +68,7 @@ def fmt_date(d: dt.date, lang: str, with_weekday: bool = True) -> str:
 
 
 def fmt_time(t: dt.time, lang: str) -> str:
-    """"4 p.m." in English (AP style, as the district writes), the locale's short time otherwise."""
+    """ "4 p.m." in English (AP style, as the district writes), the locale's short time otherwise."""
     if lang == "en":
         hour = t.hour % 12 or 12
         suffix = "a.m." if t.hour < 12 else "p.m."

@@ -1,0 +1,1 @@
+"""Runnable consumers, one consumer group each: `python -m consumers.sms` (or `comms run --only sms`)."""
