@@ -24,7 +24,7 @@ app = typer.Typer(
     help="District communications: events in, press drafts, SMS and e-mail out.",
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error line must survive a pipe or grep intact
 
 
 def _logging(verbose: bool) -> None:

@@ -77,7 +77,7 @@ def test_validate_cli_on_broken_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     result = CliRunner().invoke(app, ["validate"])
     assert result.exit_code == 1
     line = _line_of(broken.read_text("utf-8"), "event_typ: meals.schedule")
-    assert f"campaigns.yaml:{line}: campaigns.meal-schedule.event_typ: unknown key" in result.output.replace("\n", "")
+    assert f"campaigns.yaml:{line}: campaigns.meal-schedule.event_typ: unknown key" in result.output
 
 
 def test_validate_cli_names_missing_template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,7 +87,7 @@ def test_validate_cli_names_missing_template(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("COMMS_TEMPLATES", str(ROOT / "templates"))
     result = CliRunner().invoke(app, ["validate"])
     assert result.exit_code == 1
-    assert "sms/meals_menu.ht.txt.j2 does not exist" in result.output.replace("\n", "")
+    assert "sms/meals_menu.ht.txt.j2 does not exist" in result.output
 
 
 def test_validate_cli_ok_on_real_file(monkeypatch: pytest.MonkeyPatch) -> None:
