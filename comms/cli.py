@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.table import Table
+from rich.table import Column, Table
 
 from comms.errors import CommsError, ConfigError, EventValidationError
 from comms.events import parse_event
@@ -203,34 +203,31 @@ def demo(verbose: Annotated[bool, typer.Option("-v")] = False) -> None:
     except CommsError as exc:
         _fail(exc)
     t = Table(
-        "campaign",
+        Column("campaign", no_wrap=True),
         "channel",
-        "sent (by language)",
+        "sent",
+        "by language",
         "suppressed",
-        "where",
+        "in",
         title=f"comms demo: {len(events)} events from the 2020 seed press releases",
     )
-    where = {
-        "press_release": a.env.out / "press",
-        "sms": a.env.out / "outbox" / "sms",
-        "email": a.env.out / "outbox" / "email",
-    }
+    where = {"press_release": "press/", "sms": "outbox/sms/", "email": "outbox/email/"}
     summary: dict[tuple[str, str], dict[str, Counter[str]]] = {}
     for campaign, channel, lang, state, n in a.pipeline.ledger.counts():
         summary.setdefault((campaign, channel), {}).setdefault(state, Counter())[lang] += n
     for (campaign, channel), states in summary.items():
         sent = states.get("sent", Counter())
-        by_lang = ", ".join(f"{k} {v}" for k, v in sorted(sent.items()))
+        by_lang = " ".join(f"{k}:{v}" for k, v in sorted(sent.items()))
+        suppressed = sum(states.get("suppressed", Counter()).values())
         t.add_row(
-            campaign,
-            channel,
-            f"{sum(sent.values())} ({by_lang})",
-            str(sum(states.get("suppressed", Counter()).values())),
-            f"{where[channel]}/",
+            campaign, channel.replace("_release", ""), str(sum(sent.values())), by_lang, str(suppressed), where[channel]
         )
     a.close()
     out.print(t)
-    out.print("Read the drafts and messages in the folders above; `comms status` shows the bus and ledger.")
+    out.print(
+        f"Drafts and messages are under {a.env.out}/ (folders in the last column). "
+        "Suppressed: no consent or no-contact. `comms status` shows the bus and the ledger."
+    )
 
 
 @app.command()

@@ -65,7 +65,7 @@ def test_demo_status_and_preview(env: Env, tmp_path: Path) -> None:
     r = _comms(env, "demo")
     assert r.returncode == 0, r.stderr.decode()
     out = r.stdout.decode()
-    assert "platform-switch" in out and "show-up" in out and "press_release" in out
+    assert "platform-switch" in out and "show-up" in out and "press/" in out and "outbox/sms/" in out
     s = _comms(env, "status").stdout.decode()
     assert "comms-press" in s and "sent" in s
     ev = tmp_path / "meals.json"
