@@ -1,6 +1,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,14 +59,70 @@ def app(env: Env) -> Iterator[App]:
     a.close()
 
 
-# Every bus backend runs the same contract suite; the Kafka backend joins this list in its issue.
-BUS_BACKENDS = ["sqlite"]
+# Every bus backend runs the same contract suite.
+BUS_BACKENDS = ["sqlite", pytest.param("kafka", marks=pytest.mark.kafka)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def kafka_broker(tmp_path: Path) -> Iterator[str]:
+    """host:port of a Kafka-protocol broker: COMMS_TEST_KAFKA if set, else noida-db on a free port."""
+    if os.environ.get("COMMS_TEST_KAFKA"):
+        yield os.environ["COMMS_TEST_KAFKA"]
+        return
+    exe = shutil.which("noida-db", path=str(Path(sys.executable).parent)) or shutil.which("noida-db")
+    assert exe, "noida-db is a test dependency: pip install -e '.[test]'"
+    port = _free_port()
+    log = open(tmp_path / "noida.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            exe,
+            "start",
+            "--only",
+            "kafka",
+            "--kafka-port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--data-dir",
+            str(tmp_path / "noida"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, (tmp_path / "noida.log").read_text()
+            time.sleep(0.1)
+        else:
+            raise AssertionError("noida-db did not open its Kafka port in 30 s")
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
 
 
 @pytest.fixture(params=BUS_BACKENDS)
 def bus_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'bus.db'}?lease=2"
+    if request.param == "kafka":
+        return f"kafka://{request.getfixturevalue('kafka_broker')}?partitions=3"
     raise AssertionError(request.param)
 
 

@@ -97,8 +97,9 @@ def test_thin_consumer_process_handles_then_stops_on_sigterm(env: Env, tmp_path:
     f.write_bytes(demo_events()[1])
     assert _comms(env, "publish", str(f)).returncode == 0
     e = {**os.environ, **env_vars(env)}
-    proc = subprocess.Popen([sys.executable, "-m", "consumers.sms"], env=e, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "consumers.sms"], env=e, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and len(list((env.out / "outbox" / "sms").glob("*.txt"))) < 6:

@@ -1,0 +1,191 @@
+"""The Kafka bus on kafka-python: `kafka://host:9092[,host2:9092][?partitions=3&replication=1]`.
+
+- Producer with acks="all"; each record keyed (student:<id>, district) so one student's events keep
+  their order within a partition.
+- Consumers are Kafka consumer groups with auto-commit off: the worker commits a batch only after
+  it is ledgered or dead-lettered, and always before its next poll. A rebalance happens inside
+  poll(), when no batch is in hand, so a partition move neither loses nor repeats a done batch.
+- Topics are created on first use with the configured partitions and replication.
+- Security settings pass through from the environment: COMMS_KAFKA_SECURITY_PROTOCOL,
+  COMMS_KAFKA_SASL_MECHANISM, COMMS_KAFKA_SASL_USERNAME, COMMS_KAFKA_SASL_PASSWORD, COMMS_KAFKA_SSL_CAFILE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from comms.bus.base import Bus, Consumer, Record
+from comms.errors import BusUnavailableError
+
+_SECURITY_ENV = {
+    "security_protocol": "COMMS_KAFKA_SECURITY_PROTOCOL",
+    "sasl_mechanism": "COMMS_KAFKA_SASL_MECHANISM",
+    "sasl_plain_username": "COMMS_KAFKA_SASL_USERNAME",
+    "sasl_plain_password": "COMMS_KAFKA_SASL_PASSWORD",
+    "ssl_cafile": "COMMS_KAFKA_SSL_CAFILE",
+}
+
+
+def security_settings(environ: dict[str, str] | None = None) -> dict[str, str]:
+    e = os.environ if environ is None else environ
+    return {k: e[v] for k, v in _SECURITY_ENV.items() if e.get(v)}
+
+
+class KafkaBusConsumer(Consumer):
+    def __init__(self, bus: KafkaBus, group: str, topics: Sequence[str]) -> None:
+        for t in topics:
+            bus.ensure_topic(t)
+        try:
+            self.c = KafkaConsumer(
+                *topics, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest", **bus.client_kwargs
+            )
+        except KafkaError as exc:
+            raise BusUnavailableError(f"Kafka at {bus.servers} is not reachable: {exc}; retry") from exc
+
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        try:
+            batches = self.c.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        except KafkaError as exc:
+            raise BusUnavailableError(f"Kafka poll failed: {exc}") from exc
+        out = []
+        for recs in batches.values():
+            for r in recs:
+                headers = {k: v.decode("utf-8", "replace") for k, v in (r.headers or [])}
+                key = r.key.decode("utf-8", "replace") if r.key is not None else None
+                out.append(Record(r.topic, r.partition, r.offset, key, r.value, headers, r.timestamp / 1000))
+        return out
+
+    def commit(self, records: Sequence[Record]) -> None:
+        last: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            last[tp] = max(last.get(tp, -1), r.offset)
+        if last:
+            try:
+                self.c.commit({tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in last.items()})
+            except KafkaError as exc:
+                raise BusUnavailableError(f"Kafka commit failed: {exc}") from exc
+
+    def rewind(self) -> None:
+        for tp in self.c.assignment():
+            committed = self.c.committed(tp)
+            if committed is None:
+                self.c.seek_to_beginning(tp)
+            else:
+                self.c.seek(tp, committed)
+
+    def close(self) -> None:
+        self.c.close(autocommit=False)
+
+
+class KafkaBus(Bus):
+    connection_errors = (KafkaConnectionError, KafkaTimeoutError, BusUnavailableError)
+
+    def __init__(
+        self, servers: list[str], partitions: int = 3, replication: int = 1, security: dict[str, str] | None = None
+    ) -> None:
+        self.servers = servers
+        self.partitions, self.replication = partitions, replication
+        self.client_kwargs: dict[str, Any] = {"bootstrap_servers": servers, **(security or {})}
+        self._known: set[str] = set()
+        self._producer: KafkaProducer | None = None
+        self._admin: KafkaAdminClient | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> KafkaBus:
+        u = urlsplit(url)
+        q = parse_qs(u.query)
+        return cls(
+            u.netloc.split(","),
+            int(q.get("partitions", ["3"])[0]),
+            int(q.get("replication", ["1"])[0]),
+            security_settings(),
+        )
+
+    @property
+    def admin(self) -> KafkaAdminClient:
+        if self._admin is None:
+            try:
+                self._admin = KafkaAdminClient(**self.client_kwargs)
+            except KafkaError as exc:
+                raise BusUnavailableError(f"Kafka at {','.join(self.servers)} is not reachable; retry") from exc
+        return self._admin
+
+    @property
+    def producer(self) -> KafkaProducer:
+        if self._producer is None:
+            try:
+                self._producer = KafkaProducer(acks="all", linger_ms=5, retries=5, **self.client_kwargs)
+            except KafkaError as exc:
+                raise BusUnavailableError(f"Kafka at {','.join(self.servers)} is not reachable; retry") from exc
+        return self._producer
+
+    def ensure_topic(self, topic: str) -> None:
+        if topic in self._known:
+            return
+        if topic not in set(self.admin.list_topics()):
+            # another process may create it first: that is what we wanted anyway
+            with contextlib.suppress(TopicAlreadyExistsError):
+                self.admin.create_topics([NewTopic(topic, self.partitions, self.replication)])
+        self._known.add(topic)
+
+    def publish(self, topic: str, value: bytes, key: str | None = None, headers: dict[str, str] | None = None) -> None:
+        self.ensure_topic(topic)
+        fut = self.producer.send(
+            topic,
+            value,
+            key=key.encode() if key else None,
+            headers=[(k, v.encode()) for k, v in (headers or {}).items()],
+        )
+        try:
+            fut.get(timeout=30)
+        except KafkaError as exc:
+            raise BusUnavailableError(f"Kafka did not acknowledge a record on {topic}: {exc}") from exc
+
+    def publish_many(self, topic: str, items: Sequence[tuple[str | None, bytes]]) -> None:
+        self.ensure_topic(topic)
+        futs = [self.producer.send(topic, v, key=k.encode() if k else None) for k, v in items]
+        self.producer.flush()
+        try:
+            for f in futs:
+                f.get(timeout=30)
+        except KafkaError as exc:
+            raise BusUnavailableError(f"Kafka did not acknowledge every record on {topic}: {exc}") from exc
+
+    def consumer(self, group: str, topics: Sequence[str]) -> KafkaBusConsumer:
+        return KafkaBusConsumer(self, group, topics)
+
+    def lag(self, group: str, topic: str) -> tuple[int, int]:
+        probe = KafkaConsumer(**self.client_kwargs)
+        try:
+            parts = probe.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in parts]
+            ends = probe.end_offsets(tps) if tps else {}
+            starts = probe.beginning_offsets(tps) if tps else {}
+        finally:
+            probe.close()
+        committed = self.admin.list_group_offsets({group: None}).get(group, {}) if group != "-" else {}
+        total = sum(ends[tp] - starts[tp] for tp in tps)
+        done = sum(max(0, committed[tp].offset - starts[tp]) for tp in tps if tp in committed)
+        return total, done
+
+    def groups(self) -> list[str]:
+        return sorted(g["group_id"] if isinstance(g, dict) else g[0] for g in self.admin.list_groups())
+
+    def topics(self) -> list[str]:
+        return sorted(t for t in self.admin.list_topics() if not t.startswith("__"))
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+        if self._admin is not None:
+            self._admin.close()
