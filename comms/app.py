@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from comms.bus import Bus, open_bus
 from comms.channels import Channel, load_channel
 from comms.config import Settings, load_settings
+from comms.errors import BusUnavailableError
 from comms.ledger import Ledger
 from comms.pipeline import Pipeline
 from comms.render import Renderer
@@ -16,6 +20,7 @@ from comms.roster import FIXTURE, Roster
 from comms.worker import CONSUMERS, Worker, group_name
 
 DEFAULT_TOPIC = "comms.events"
+log = logging.getLogger("comms.app")
 
 
 @dataclass(frozen=True)
@@ -71,9 +76,26 @@ class App:
 
     def workers(self, names: list[str] | None = None) -> list[Worker]:
         return [
-            Worker(n, self.bus, self.bus.consumer(group_name(n), [self.env.topic]), self.pipeline)
+            Worker(n, self.bus, self.bus.consumer(group_name(n), [self.env.topic]), self.pipeline, self.env.topic)
             for n in names or list(CONSUMERS)
         ]
+
+    def workers_when_ready(
+        self, names: list[str] | None = None, stop: threading.Event | None = None, max_wait: float = 30.0
+    ) -> list[Worker]:
+        """Workers, once the bus answers: one log line per attempt, backing off to `max_wait` seconds."""
+        attempt = 0
+        while True:
+            try:
+                return self.workers(names)
+            except BusUnavailableError as exc:
+                attempt += 1
+                delay = min(max_wait, 2.0**attempt)
+                log.warning("bus not ready (%s); attempt %d, retrying in %.0fs", exc, attempt, delay)
+                if stop is not None and stop.wait(delay):
+                    raise
+                if stop is None:
+                    time.sleep(delay)
 
     def close(self) -> None:
         self.pipeline.ledger.close()

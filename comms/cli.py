@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +35,8 @@ def _logging(verbose: bool) -> None:
         format="%(message)s",
         handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
     )
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    # kafka-python logs every failed reconnect; our own one line per attempt says it once
+    logging.getLogger("kafka").setLevel(logging.WARNING if verbose else logging.CRITICAL)
 
 
 def _fail(exc: CommsError) -> None:
@@ -97,13 +100,16 @@ def run(
     from comms.worker import run as run_workers
 
     _logging(verbose)
+    stop = threading.Event()
+    # SIGTERM (docker stop, systemd) finishes the batch in hand and commits it, then exits
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         a = App.open()
+        workers = a.workers_when_ready(only, stop)
     except CommsError as exc:
         _fail(exc)
-    workers = a.workers(only)
     try:
-        run_workers(workers, until_idle=until_idle)
+        run_workers(workers, until_idle=until_idle, stop=stop)
     except KeyboardInterrupt:
         pass
     finally:
@@ -196,7 +202,7 @@ def demo(verbose: Annotated[bool, typer.Option("-v")] = False) -> None:
         a = App.open()
         events = [parse_event(raw) for raw in demo_events()]
         a.bus.publish_many(a.env.topic, [(e.key, e.raw) for e in events])
-        workers = a.workers()
+        workers = a.workers_when_ready()
         run_workers(workers, until_idle=True)
         for w in workers:
             w.close()

@@ -7,6 +7,7 @@ crash anywhere means redelivery (at-least-once) and the ledger makes the effect 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class Worker:
     bus: Bus
     consumer: Consumer
     pipeline: Pipeline
+    topic: str
     backoff: float = 0.0
     stats: Counter[str] = field(default_factory=Counter)
 
@@ -78,14 +80,20 @@ class Worker:
         self.consumer.commit(done)
         return len(records)
 
+    def caught_up(self) -> bool:
+        """The group has committed every record of its topic (an empty poll alone can mean a Kafka
+        consumer still joining its group)."""
+        total, done = self.bus.lag(self.group, self.topic)
+        return done >= total
+
     def close(self) -> None:
         self.consumer.close()
 
 
-def run(workers: list[Worker], until_idle: bool = False, stop: object = None) -> None:
-    """Drive the workers in turn. With until_idle, stop after a full round in which none had work."""
-    idle_rounds = 0
-    while stop is None or not getattr(stop, "is_set", lambda: False)():
+def run(workers: list[Worker], until_idle: bool = False, stop: threading.Event | None = None) -> None:
+    """Drive the workers in turn until `stop` is set, or, with until_idle, until every group has
+    committed everything on its topic."""
+    while stop is None or not stop.is_set():
         busy = 0
         for w in workers:
             try:
@@ -94,12 +102,9 @@ def run(workers: list[Worker], until_idle: bool = False, stop: object = None) ->
                 log.error("%s: bus unavailable: %s; retrying in 2s", w.group, exc)
                 w.consumer.rewind()
                 w.backoff = time.monotonic() + 2.0
-        pending = any(w.backoff > time.monotonic() for w in workers)
-        if busy == 0 and not pending:
-            idle_rounds += 1
-            if until_idle and idle_rounds >= 2:
-                return
-        else:
-            idle_rounds = 0
-        if busy == 0:
-            time.sleep(0.05 if until_idle else 0.2)
+        if busy:
+            continue
+        waiting = any(w.backoff > time.monotonic() for w in workers)
+        if until_idle and not waiting and all(w.caught_up() for w in workers):
+            return
+        time.sleep(0.05 if until_idle else 0.2)

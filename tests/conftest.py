@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -63,10 +64,63 @@ def app(env: Env) -> Iterator[App]:
 BUS_BACKENDS = ["sqlite", pytest.param("kafka", marks=pytest.mark.kafka)]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def noida_kafka(data_dir: Path, port: int | None = None) -> Iterator[str]:
+    """A noida-db Kafka-protocol broker on 127.0.0.1 for the length of the block; yields host:port."""
+    exe = shutil.which("noida-db", path=str(Path(sys.executable).parent)) or shutil.which("noida-db")
+    assert exe, "noida-db is a test dependency: pip install -e '.[test]'"
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "noida.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                exe,
+                "start",
+                "--only",
+                "kafka",
+                "--kafka-port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+                "--data-dir",
+                str(data_dir / "data"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not _listening(port):
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "noida-db did not open its Kafka port in 30 s"
+                time.sleep(0.1)
+            yield f"127.0.0.1:{port}"
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            # its children may hold the port a moment longer; the next broker on this port needs it free
+            deadline = time.monotonic() + 10
+            while _listening(port) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture
@@ -75,46 +129,8 @@ def kafka_broker(tmp_path: Path) -> Iterator[str]:
     if os.environ.get("COMMS_TEST_KAFKA"):
         yield os.environ["COMMS_TEST_KAFKA"]
         return
-    exe = shutil.which("noida-db", path=str(Path(sys.executable).parent)) or shutil.which("noida-db")
-    assert exe, "noida-db is a test dependency: pip install -e '.[test]'"
-    port = _free_port()
-    log = open(tmp_path / "noida.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            exe,
-            "start",
-            "--only",
-            "kafka",
-            "--kafka-port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-            "--data-dir",
-            str(tmp_path / "noida"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert proc.poll() is None, (tmp_path / "noida.log").read_text()
-            time.sleep(0.1)
-        else:
-            raise AssertionError("noida-db did not open its Kafka port in 30 s")
-        yield f"127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+    with noida_kafka(tmp_path / "noida") as hostport:
+        yield hostport
 
 
 @pytest.fixture(params=BUS_BACKENDS)

@@ -1,5 +1,10 @@
 """The Kafka bus on kafka-python: `kafka://host:9092[,host2:9092][?partitions=3&replication=1]`.
 
+URL options: `partitions` and `replication` for the topics it creates (3, 1); `connect_timeout`,
+seconds to reach a broker before BusUnavailableError (5); `session_timeout`, seconds after which a
+silent group member's partitions move to the others (10); `max_poll_interval`, seconds a member may
+go without polling, which is also how long a rebalance waits for members that do not rejoin (300).
+
 - Producer with acks="all"; each record keyed (student:<id>, district) so one student's events keep
   their order within a partition.
 - Consumers are Kafka consumer groups with auto-commit off: the worker commits a batch only after
@@ -13,18 +18,31 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import (
+    CommitFailedError,
+    InvalidSessionTimeoutError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from comms.bus.base import Bus, Consumer, Record
-from comms.errors import BusUnavailableError
+from comms.errors import BusUnavailableError, ConfigError
+
+log = logging.getLogger("comms.bus.kafka")
+# kafka-python's commit() and committed() block without limit by default: a broker that went away
+# mid-batch would hang the consumer (and its SIGTERM) forever.
+_CALL_TIMEOUT_MS = 15_000
 
 _SECURITY_ENV = {
     "security_protocol": "COMMS_KAFKA_SECURITY_PROTOCOL",
@@ -40,20 +58,53 @@ def security_settings(environ: dict[str, str] | None = None) -> dict[str, str]:
     return {k: e[v] for k, v in _SECURITY_ENV.items() if e.get(v)}
 
 
+class _LogRebalance(ConsumerRebalanceListener):
+    """Partition moves happen inside poll(), when the worker holds no uncommitted batch (it commits
+    before polling again), so there is nothing to flush here: only to say what moved."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            log.info("%s: partitions revoked: %s", self.group, _tps(revoked))
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("%s: partitions assigned: %s", self.group, _tps(assigned))
+
+
+def _tps(tps: set[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)) or "none"
+
+
 class KafkaBusConsumer(Consumer):
     def __init__(self, bus: KafkaBus, group: str, topics: Sequence[str]) -> None:
         for t in topics:
             bus.ensure_topic(t)
         try:
             self.c = KafkaConsumer(
-                *topics, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest", **bus.client_kwargs
+                group_id=group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                **bus.client_kwargs,
+                **bus.consumer_kwargs,
             )
+            self.c.subscribe(list(topics), listener=_LogRebalance(group))
+            self._rewind_pending = False
         except KafkaError as exc:
-            raise BusUnavailableError(f"Kafka at {bus.servers} is not reachable: {exc}; retry") from exc
+            raise BusUnavailableError(f"Kafka at {','.join(bus.servers)} is not reachable: {exc}; retry") from exc
 
     def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
         try:
+            if self._rewind_pending:
+                self._seek_to_committed()
+                self._rewind_pending = False
             batches = self.c.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        except InvalidSessionTimeoutError as exc:  # retrying cannot help: the URL is wrong
+            raise ConfigError(
+                f"COMMS_BUS session_timeout {self.c.config['session_timeout_ms'] / 1000:g}s is outside the broker's "
+                "group.min.session.timeout.ms..group.max.session.timeout.ms (Kafka's default minimum is 6s)"
+            ) from exc
         except KafkaError as exc:
             raise BusUnavailableError(f"Kafka poll failed: {exc}") from exc
         out = []
@@ -71,13 +122,24 @@ class KafkaBusConsumer(Consumer):
             last[tp] = max(last.get(tp, -1), r.offset)
         if last:
             try:
-                self.c.commit({tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in last.items()})
+                self.c.commit(
+                    {tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in last.items()}, timeout_ms=_CALL_TIMEOUT_MS
+                )
+            except CommitFailedError as exc:
+                raise BusUnavailableError(
+                    "commit refused during a rebalance: the batch will be redelivered and the ledger skips "
+                    "what was already sent"
+                ) from exc
             except KafkaError as exc:
                 raise BusUnavailableError(f"Kafka commit failed: {exc}") from exc
 
     def rewind(self) -> None:
+        # Only a flag: rewind() runs inside error handling and must not fail; the next poll() seeks.
+        self._rewind_pending = True
+
+    def _seek_to_committed(self) -> None:
         for tp in self.c.assignment():
-            committed = self.c.committed(tp)
+            committed = self.c.committed(tp, timeout_ms=_CALL_TIMEOUT_MS)
             if committed is None:
                 self.c.seek_to_beginning(tp)
             else:
@@ -91,11 +153,29 @@ class KafkaBus(Bus):
     connection_errors = (KafkaConnectionError, KafkaTimeoutError, BusUnavailableError)
 
     def __init__(
-        self, servers: list[str], partitions: int = 3, replication: int = 1, security: dict[str, str] | None = None
+        self,
+        servers: list[str],
+        partitions: int = 3,
+        replication: int = 1,
+        security: dict[str, str] | None = None,
+        connect_timeout: float = 5.0,
+        session_timeout: float = 10.0,
+        max_poll_interval: float = 300.0,
     ) -> None:
         self.servers = servers
         self.partitions, self.replication = partitions, replication
-        self.client_kwargs: dict[str, Any] = {"bootstrap_servers": servers, **(security or {})}
+        self.client_kwargs: dict[str, Any] = {
+            "bootstrap_servers": servers,
+            "bootstrap_timeout_ms": int(connect_timeout * 1000),
+            "reconnect_backoff_max_ms": 2000,
+            **(security or {}),
+        }
+        self.consumer_kwargs: dict[str, Any] = {
+            "session_timeout_ms": int(session_timeout * 1000),
+            "heartbeat_interval_ms": int(session_timeout * 1000 / 3),
+            # also the rebalance timeout: how long a rebalance waits for members that never rejoin
+            "max_poll_interval_ms": int(max_poll_interval * 1000),
+        }
         self._known: set[str] = set()
         self._producer: KafkaProducer | None = None
         self._admin: KafkaAdminClient | None = None
@@ -103,12 +183,23 @@ class KafkaBus(Bus):
     @classmethod
     def from_url(cls, url: str) -> KafkaBus:
         u = urlsplit(url)
-        q = parse_qs(u.query)
+        q = {k: v[0] for k, v in parse_qs(u.query).items()}
+        servers = u.netloc.split(",")
+        for hp in servers:
+            host, _, port = hp.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"COMMS_BUS={url!r}: {hp!r} is not host:port (e.g. kafka://kafka:9092,kafka2:9092)")
+        unknown = set(q) - {"partitions", "replication", "connect_timeout", "session_timeout", "max_poll_interval"}
+        if unknown:
+            raise ConfigError(f"COMMS_BUS={url!r}: unknown option(s) {', '.join(sorted(unknown))}")
         return cls(
-            u.netloc.split(","),
-            int(q.get("partitions", ["3"])[0]),
-            int(q.get("replication", ["1"])[0]),
+            servers,
+            int(q.get("partitions", 3)),
+            int(q.get("replication", 1)),
             security_settings(),
+            float(q.get("connect_timeout", 5)),
+            float(q.get("session_timeout", 10)),
+            float(q.get("max_poll_interval", 300)),
         )
 
     @property

@@ -56,9 +56,19 @@ def sqlite_path(url: str) -> Path:
 def connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=30000")
+    # Switching to WAL takes a lock that busy_timeout does not wait for: switch only once, when the
+    # file is new, and let a second process that opens it meanwhile retry.
+    for attempt in range(50):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == 49:
+                raise
+            time.sleep(0.1)
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     return conn
 
 
