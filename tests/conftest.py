@@ -1,14 +1,7 @@
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +10,7 @@ import pytest
 from comms.app import App, Env
 from comms.bus import Bus, open_bus
 from comms.demo import demo_events
+from comms.devbroker import free_port, noida_kafka  # noqa: F401 - tests import them from here
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,65 +56,6 @@ def app(env: Env) -> Iterator[App]:
 
 # Every bus backend runs the same contract suite.
 BUS_BACKENDS = ["sqlite", pytest.param("kafka", marks=pytest.mark.kafka)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def noida_kafka(data_dir: Path, port: int | None = None) -> Iterator[str]:
-    """A noida-db Kafka-protocol broker on 127.0.0.1 for the length of the block; yields host:port."""
-    exe = shutil.which("noida-db", path=str(Path(sys.executable).parent)) or shutil.which("noida-db")
-    assert exe, "noida-db is a test dependency: pip install -e '.[test]'"
-    port = port or free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / "noida.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                exe,
-                "start",
-                "--only",
-                "kafka",
-                "--kafka-port",
-                str(port),
-                "--host",
-                "127.0.0.1",
-                "--data-dir",
-                str(data_dir / "data"),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while not _listening(port):
-                assert proc.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, "noida-db did not open its Kafka port in 30 s"
-                time.sleep(0.1)
-            yield f"127.0.0.1:{port}"
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            # its children may hold the port a moment longer; the next broker on this port needs it free
-            deadline = time.monotonic() + 10
-            while _listening(port) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture

@@ -215,7 +215,9 @@ class KafkaBus(Bus):
     def producer(self) -> KafkaProducer:
         if self._producer is None:
             try:
-                self._producer = KafkaProducer(acks="all", linger_ms=5, retries=5, **self.client_kwargs)
+                # linger 0: an acknowledged single publish waited out a 5 ms linger (167 ev/s -> 2,040 ev/s in
+                # bench/bus.py); batches still form on their own while a send is in flight
+                self._producer = KafkaProducer(acks="all", linger_ms=0, retries=5, **self.client_kwargs)
             except KafkaError as exc:
                 raise BusUnavailableError(f"Kafka at {','.join(self.servers)} is not reachable; retry") from exc
         return self._producer

@@ -1,0 +1,55 @@
+"""docker-compose.yml cannot run here (no Docker engine), so its shape is checked against the code."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import yaml
+
+from comms.bus.kafka import KafkaBus
+from tests.conftest import ROOT
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text("utf-8"))
+CODE = "\n".join(p.read_text("utf-8") for p in (ROOT / "comms").rglob("*.py"))
+README = (ROOT / "README.md").read_text("utf-8")
+CONSUMERS = {"press": "consumers.press_release", "sms": "consumers.sms", "email": "consumers.email"}
+
+
+def test_services_and_images() -> None:
+    services = COMPOSE["services"]
+    assert set(services) == {"kafka", *CONSUMERS}
+    assert re.fullmatch(r"apache/kafka:\d+\.\d+\.\d+", services["kafka"]["image"])  # official image, pinned
+    env = services["kafka"]["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft: no ZooKeeper
+    assert "127.0.0.1:29092:29092" in services["kafka"]["ports"]
+
+
+def test_consumers_run_modules_that_exist_and_reach_the_broker() -> None:
+    services = COMPOSE["services"]
+    kafka_env = services["kafka"]["environment"]
+    internal = re.search(r"INTERNAL://(\w+):(\d+)", kafka_env["KAFKA_ADVERTISED_LISTENERS"])
+    for name, module in CONSUMERS.items():
+        svc = services[name]
+        assert svc["command"] == ["python", "-m", module]
+        assert importlib.util.find_spec(module) is not None
+        bus = KafkaBus.from_url(svc["environment"]["COMMS_BUS"])
+        assert bus.servers == [f"{internal[1]}:{internal[2]}"] and internal[1] == "kafka"
+        assert svc["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_every_variable_is_one_the_code_reads_and_the_readme_documents() -> None:
+    for name in CONSUMERS:
+        for var in COMPOSE["services"][name]["environment"]:
+            assert f'"{var}"' in CODE, f"{var} is set in docker-compose.yml but no code reads it"
+            assert f"`{var}`" in README, f"{var} is not in the README's settings"
+
+
+def test_paths_in_the_image_exist_in_the_repo() -> None:
+    env = COMPOSE["services"]["sms"]["environment"]
+    dockerfile = (ROOT / "Dockerfile").read_text("utf-8")
+    for var, repo_path in (("COMMS_CONFIG", "campaigns.yaml"), ("COMMS_TEMPLATES", "templates")):
+        assert env[var] == f"/app/{repo_path}" and (ROOT / repo_path).exists()
+        assert f"COPY {repo_path} " in dockerfile
+    assert Path(env["COMMS_LEDGER"]).parent.parent == Path("/data")
