@@ -6,15 +6,16 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from comms.bus import Bus, open_bus
 from comms.channels import Channel, load_channel
 from comms.config import Settings, load_settings
-from comms.errors import BusUnavailableError
+from comms.errors import BusUnavailableError, ConfigError
 from comms.ledger import Ledger
-from comms.pipeline import Pipeline
+from comms.pipeline import Clock, Pipeline, utc_now
 from comms.render import Renderer
 from comms.roster import FIXTURE, Roster
 from comms.worker import CONSUMERS, Worker, group_name
@@ -50,12 +51,55 @@ class Env:
         )
 
 
-def build_channels(env: Env) -> dict[str, Channel]:
-    return {
-        "press_release": load_channel("press_drafts", directory=env.out),
-        "sms": load_channel("outbox", directory=env.out / "outbox", channel="sms"),
-        "email": load_channel("outbox", directory=env.out / "outbox", channel="email"),
-    }
+TWILIO_VARS = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN")
+SENDGRID_VARS = ("SENDGRID_API_KEY", "COMMS_EMAIL_FROM")
+
+
+def _provider_configured(environ: Mapping[str, str], needed: tuple[str, ...], either: tuple[str, ...] = ()) -> bool:
+    """True when every variable is set, False when none is; a partial set is a ConfigError naming the gap."""
+    names = needed + either
+    present = [n for n in names if environ.get(n)]
+    if not present:
+        return False
+    missing = [n for n in needed if not environ.get(n)]
+    if either and not any(environ.get(n) for n in either):
+        missing.append(" or ".join(either))
+    if missing:
+        raise ConfigError(
+            f"{', '.join(present)} set but {', '.join(missing)} missing: set all, or none for the dry-run outbox"
+        )
+    return True
+
+
+def build_channels(env: Env, environ: Mapping[str, str] | None = None) -> dict[str, Channel]:
+    """Real providers where their credentials are in the environment; the dry-run outbox otherwise."""
+    e = os.environ if environ is None else environ
+    channels = {"press_release": load_channel("press_drafts", directory=env.out)}
+    if _provider_configured(e, TWILIO_VARS, ("TWILIO_MESSAGING_SERVICE_SID", "TWILIO_FROM")):
+        channels["sms"] = load_channel(
+            "twilio",
+            account_sid=e["TWILIO_ACCOUNT_SID"],
+            auth_token=e["TWILIO_AUTH_TOKEN"],
+            messaging_service_sid=e.get("TWILIO_MESSAGING_SERVICE_SID") or None,
+            from_=e.get("TWILIO_FROM") or None,
+            api_url=e.get("COMMS_TWILIO_API_URL") or None,
+            status_callback=e.get("COMMS_TWILIO_STATUS_CALLBACK") or None,
+            rate=float(e.get("COMMS_SMS_RATE", "100")),
+            concurrency=int(e.get("COMMS_SMS_CONCURRENCY", "16")),
+        )
+    else:
+        channels["sms"] = load_channel("outbox", directory=env.out / "outbox", channel="sms")
+    if _provider_configured(e, SENDGRID_VARS):
+        channels["email"] = load_channel(
+            "sendgrid",
+            api_key=e["SENDGRID_API_KEY"],
+            sender=e["COMMS_EMAIL_FROM"],
+            sender_name=e.get("COMMS_EMAIL_FROM_NAME") or None,
+            api_url=e.get("COMMS_SENDGRID_API_URL") or None,
+        )
+    else:
+        channels["email"] = load_channel("outbox", directory=env.out / "outbox", channel="email")
+    return channels
 
 
 @dataclass
@@ -66,11 +110,16 @@ class App:
     pipeline: Pipeline
 
     @classmethod
-    def open(cls, env: Env | None = None) -> App:
+    def open(cls, env: Env | None = None, clock: Clock = utc_now, environ: Mapping[str, str] | None = None) -> App:
         env = env or Env.from_environ()
         settings = load_settings(env.config)
         pipeline = Pipeline(
-            settings, Roster.load(env.roster), Renderer(env.templates), Ledger(env.ledger), build_channels(env)
+            settings,
+            Roster.load(env.roster),
+            Renderer(env.templates),
+            Ledger(env.ledger),
+            build_channels(env, environ),
+            clock,
         )
         return cls(env, settings, open_bus(env.bus_url), pipeline)
 

@@ -46,6 +46,13 @@ class QuietHours(_Model):
     end: dt.time = dt.time(8, 0)
 
 
+class DailyCap(_Model):
+    """At most this many messages per guardian, channel and day (district time), however many events."""
+
+    normal: int = Field(default=3, ge=1, le=100)
+    emergency: int = Field(default=10, ge=1, le=100)
+
+
 class District(_Model):
     name: Text
     short_name: Text
@@ -61,6 +68,8 @@ class District(_Model):
     website: Text | None = None
     social: Social = Social()
     quiet_hours: QuietHours = QuietHours()
+    daily_cap: DailyCap = DailyCap()
+    sms_max_segments: int = Field(default=3, ge=1, le=10)
 
     @field_validator("timezone")
     @classmethod
@@ -85,6 +94,7 @@ class District(_Model):
 class ChannelConfig(_Model):
     template: Name
     approval: bool = False
+    unsubscribe_group: int | None = Field(default=None, ge=1)  # SendGrid ASM group, e-mail only
 
 
 class Channels(_Model):
@@ -98,6 +108,10 @@ class Channels(_Model):
             ch = getattr(self, name)
             if ch is not None and ch.approval:
                 raise ValueError(f"{name}.approval: approval before family messages is not supported yet")
+        for name in ("press_release", "sms"):
+            ch = getattr(self, name)
+            if ch is not None and ch.unsubscribe_group is not None:
+                raise ValueError(f"{name}.unsubscribe_group: only e-mail has unsubscribe groups")
         return self
 
     def items(self) -> list[tuple[str, ChannelConfig]]:

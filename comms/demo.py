@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from zoneinfo import ZoneInfo
+
 from comms.events import make_event
+
+DEMO_NOW = dt.datetime(2020, 11, 20, 12, 0, tzinfo=ZoneInfo("America/New_York"))
 
 SOURCE_IT = "https://dadeschools.net/it/learning-platforms"
 SOURCE_FOOD = "https://dadeschools.net/food-nutrition"

@@ -1,27 +1,34 @@
 """The delivery ledger: one row per (event, campaign, channel, recipient), so a redelivered event
-never becomes a second message.
+never becomes a second message, plus the suppression list (opt-outs, bounces).
 
-A consumer records each message here before it commits the event's offset; a redelivery finds the
-row and skips what is already `sent` or `suppressed`. States:
+A consumer records each message here before it commits the event's offset. States:
 
-    pending ──> sent
-       │  └───> failed      (permanent: opted out at the provider, invalid address)
-       └──────> suppressed  (no consent, no contact, no address: decided before sending)
+    pending ──> sending ──> sent
+       │           ├──────> failed      permanent: opted out at the provider, invalid address
+       │           └──────> pending     transient: retried (429, 5xx, timeout)
+       ├──> deferred ──> sending        quiet hours: released at `not_before`
+       └──> suppressed                  no consent, no contact, opted out, no address, daily cap
+
+A row left in `sending` by a crash is reconciled with the provider before any resend.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from comms.bus.sqlite import connect
+from comms.errors import ConfigError
 
-STATES = ("pending", "sent", "failed", "suppressed")
+STATES = ("pending", "sending", "sent", "failed", "suppressed", "deferred")
 FINAL = frozenset({"sent", "failed", "suppressed"})
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -31,15 +38,30 @@ CREATE TABLE IF NOT EXISTS deliveries (
     campaign    TEXT NOT NULL,
     channel     TEXT NOT NULL,
     recipient   TEXT NOT NULL,
+    guardian    TEXT,
     lang        TEXT NOT NULL,
     state       TEXT NOT NULL,
+    destination TEXT,
+    payload     TEXT,
     provider_id TEXT,
     detail      TEXT,
     attempts    INTEGER NOT NULL DEFAULT 0,
+    not_before  REAL,
+    sent_day    TEXT,
     created     REAL NOT NULL,
     updated     REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_campaign ON deliveries(campaign, channel, state);
+CREATE INDEX IF NOT EXISTS deliveries_deferred ON deliveries(channel, state, not_before);
+CREATE INDEX IF NOT EXISTS deliveries_by_guardian_day ON deliveries(guardian, channel, sent_day);
+CREATE TABLE IF NOT EXISTS suppressions (
+    channel TEXT NOT NULL,
+    address TEXT NOT NULL,
+    reason  TEXT NOT NULL,
+    source  TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (channel, address)
+);
 """
 
 
@@ -56,6 +78,18 @@ class Entry:
     channel: str
     recipient: str
     lang: str
+    guardian: str | None = None
+    destination: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    key: str
+    state: str
+    destination: str | None
+    payload: dict[str, Any] | None
+    updated: float
+    guardian: str | None
 
 
 class Ledger:
@@ -63,51 +97,141 @@ class Ledger:
         self.path = Path(path)
         self._lock = threading.Lock()
         self.conn = connect(self.path)
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        has_table = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name='deliveries'").fetchone()
+        if has_table and version != SCHEMA_VERSION:
+            raise ConfigError(
+                f"ledger {self.path} has schema {version}, this version needs {SCHEMA_VERSION}: "
+                "move the file aside (it is the record of what was sent) and start a new one"
+            )
         self.conn.executescript(SCHEMA)
+        self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
-    def open(self, entries: Iterable[Entry]) -> dict[str, str]:
-        """Insert the rows that are new as `pending`; return the current state of every key."""
-        entries = list(entries)
-        now = time.time()
+    def _write(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                self.conn.executemany(
-                    "INSERT OR IGNORE INTO deliveries(key, event_uid, event_type, campaign, channel, recipient,"
-                    " lang, state, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                    [
-                        (e.key, e.event_uid, e.event_type, e.campaign, e.channel, e.recipient, e.lang, now, now)
-                        for e in entries
-                    ],
-                )
-                states: dict[str, str] = {}
-                keys = [e.key for e in entries]
-                for i in range(0, len(keys), 500):
-                    chunk = keys[i : i + 500]
-                    q = f"SELECT key, state FROM deliveries WHERE key IN ({','.join('?' * len(chunk))})"
-                    states.update(self.conn.execute(q, chunk).fetchall())
+                self.conn.executemany(sql, rows)
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
-        return states
+
+    # -- rows -----------------------------------------------------------------------------------------
+    def open(self, entries: Iterable[Entry]) -> dict[str, Row]:
+        """Insert the rows that are new as `pending`; return every key's row as it now stands."""
+        entries = list(entries)
+        now = time.time()
+        self._write(
+            "INSERT OR IGNORE INTO deliveries(key, event_uid, event_type, campaign, channel, recipient, guardian,"
+            " lang, destination, state, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            [
+                (
+                    e.key,
+                    e.event_uid,
+                    e.event_type,
+                    e.campaign,
+                    e.channel,
+                    e.recipient,
+                    e.guardian,
+                    e.lang,
+                    e.destination,
+                    now,
+                    now,
+                )
+                for e in entries
+            ],
+        )
+        return self.rows([e.key for e in entries])
+
+    def rows(self, keys: Sequence[str]) -> dict[str, Row]:
+        out: dict[str, Row] = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                q = (
+                    "SELECT key, state, destination, payload, updated, guardian FROM deliveries "
+                    f"WHERE key IN ({','.join('?' * len(chunk))})"
+                )
+                for k, state, dest, payload, updated, guardian in self.conn.execute(q, chunk):
+                    out[k] = Row(k, state, dest, json.loads(payload) if payload else None, updated, guardian)
+        return out
 
     def mark(self, updates: Iterable[tuple[str, str, str | None, str | None]]) -> None:
         """(key, state, provider_id, detail) for each message, in one transaction."""
         now = time.time()
-        with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                self.conn.executemany(
-                    "UPDATE deliveries SET state=?, provider_id=coalesce(?, provider_id), detail=?,"
-                    " attempts=attempts+1, updated=? WHERE key=?",
-                    [(state, pid, detail, now, key) for key, state, pid, detail in updates],
-                )
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+        self._write(
+            "UPDATE deliveries SET state=?, provider_id=coalesce(?, provider_id), detail=?, updated=? WHERE key=?",
+            [(state, pid, detail, now, key) for key, state, pid, detail in updates],
+        )
 
+    def mark_sending(self, items: Iterable[tuple[str, dict[str, Any], str]]) -> None:
+        """(key, payload, day) before the provider is called: what a crash leaves here is reconciled."""
+        now = time.time()
+        self._write(
+            "UPDATE deliveries SET state='sending', payload=?, sent_day=?, attempts=attempts+1, updated=? WHERE key=?",
+            [(json.dumps(p, ensure_ascii=False), day, now, key) for key, p, day in items],
+        )
+
+    def defer(self, items: Iterable[tuple[str, dict[str, Any], float, str]]) -> None:
+        """(key, payload, not_before, detail): keep the rendered message until its window opens."""
+        now = time.time()
+        self._write(
+            "UPDATE deliveries SET state='deferred', payload=?, not_before=?, detail=?, updated=? WHERE key=?",
+            [(json.dumps(p, ensure_ascii=False), nb, detail, now, key) for key, p, nb, detail in items],
+        )
+
+    def due(self, channel: str, now: float, limit: int = 500) -> list[Row]:
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT key, state, destination, payload, updated, guardian FROM deliveries "
+                "WHERE channel=? AND state='deferred' AND not_before<=? ORDER BY not_before LIMIT ?",
+                (channel, now, limit),
+            ).fetchall()
+        return [Row(k, s, d, json.loads(p) if p else None, u, g) for k, s, d, p, u, g in rows]
+
+    def sent_today(self, channel: str, guardians: Sequence[str], day: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        with self._lock:
+            for i in range(0, len(guardians), 500):
+                chunk = list(guardians[i : i + 500])
+                q = (
+                    "SELECT guardian, count(*) FROM deliveries WHERE channel=? AND sent_day=? AND state IN "
+                    f"('sending', 'sent') AND guardian IN ({','.join('?' * len(chunk))}) GROUP BY guardian"
+                )
+                out.update(self.conn.execute(q, (channel, day, *chunk)).fetchall())
+        return out
+
+    # -- suppression list -------------------------------------------------------------------------------
+    def suppress(self, items: Iterable[tuple[str, str, str, str]]) -> int:
+        """(channel, address, reason, source); returns how many were new."""
+        items = list(items)
+        before = self.conn.total_changes
+        self._write(
+            "INSERT OR IGNORE INTO suppressions(channel, address, reason, source, created) VALUES (?, ?, ?, ?, ?)",
+            [(c, a.strip().lower() if c == "email" else a.strip(), r, s, time.time()) for c, a, r, s in items],
+        )
+        return self.conn.total_changes - before
+
+    def suppressed(self, channel: str, addresses: Sequence[str]) -> dict[str, str]:
+        """address -> reason, for the addresses on the list."""
+        out: dict[str, str] = {}
+        norm = {(a.lower() if channel == "email" else a): a for a in addresses}
+        keys = list(norm)
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                q = (
+                    f"SELECT address, reason FROM suppressions WHERE channel=? AND address IN "
+                    f"({','.join('?' * len(chunk))})"
+                )
+                for addr, reason in self.conn.execute(q, (channel, *chunk)):
+                    out[norm[addr]] = reason
+        return out
+
+    # -- reports ----------------------------------------------------------------------------------------
     def counts(self, campaign: str | None = None) -> list[tuple[str, str, str, str, int]]:
         """(campaign, channel, lang, state, count) rows."""
         q = "SELECT campaign, channel, lang, state, count(*) FROM deliveries"
@@ -119,6 +243,18 @@ class Ledger:
         with self._lock:
             return [tuple(r) for r in self.conn.execute(q, args)]
 
+    def details(self, campaign: str) -> list[tuple[str, str, str, int]]:
+        """(channel, state, detail, count) for `comms report`: why messages were suppressed or failed."""
+        with self._lock:
+            return [
+                tuple(r)
+                for r in self.conn.execute(
+                    "SELECT channel, state, coalesce(detail, ''), count(*) FROM deliveries WHERE campaign=? "
+                    "AND state IN ('suppressed', 'failed', 'deferred') GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+                    (campaign,),
+                )
+            ]
+
     def get(self, key: str) -> tuple[str, str | None, str | None] | None:
         with self._lock:
             row = self.conn.execute("SELECT state, provider_id, detail FROM deliveries WHERE key=?", (key,)).fetchone()
@@ -126,3 +262,10 @@ class Ledger:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def message_payload(message: Any) -> dict[str, Any]:
+    return asdict(message)
+
+
+__all__ = ["FINAL", "STATES", "Entry", "Ledger", "Row", "delivery_key", "message_payload"]

@@ -1,9 +1,15 @@
-"""From one valid event to ledgered messages on one channel: audience, consent, render, send, record."""
+"""From one valid event to ledgered messages on one channel.
+
+audience -> consent -> suppression list -> render -> (reconcile a crash's `sending` rows)
+         -> quiet hours (defer) -> daily cap -> `sending` -> provider -> sent / failed / retry
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,12 +17,19 @@ from comms.channels import Channel, Message
 from comms.config import Campaign, Settings
 from comms.errors import EventValidationError, PermanentDeliveryError, TransientDeliveryError
 from comms.events import AbsenceThreshold, Event
-from comms.ledger import FINAL, Entry, Ledger, delivery_key
+from comms.ledger import FINAL, Entry, Ledger, Row, delivery_key, message_payload
 from comms.privacy import mask
 from comms.render import Renderer
 from comms.roster import Recipient, Roster
 
 log = logging.getLogger("comms.pipeline")
+OPTED_OUT_CODES = {"21610"}  # Twilio: the recipient replied STOP
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +49,17 @@ def _lang(settings: Settings, wanted: str) -> str:
 
 class Pipeline:
     def __init__(
-        self, settings: Settings, roster: Roster, renderer: Renderer, ledger: Ledger, channels: dict[str, Channel]
+        self,
+        settings: Settings,
+        roster: Roster,
+        renderer: Renderer,
+        ledger: Ledger,
+        channels: dict[str, Channel],
+        clock: Clock = utc_now,
     ) -> None:
         self.settings, self.roster, self.renderer, self.ledger = settings, roster, renderer, ledger
         self.channels = channels
+        self.clock = clock
 
     # -- audience -------------------------------------------------------------------------------------
     def _targets(self, channel: str, campaign: Campaign, event: Event) -> list[Target]:
@@ -61,7 +81,7 @@ class Pipeline:
         tier = None
         if isinstance(event.data, AbsenceThreshold) and campaign.tiers:
             t = campaign.tier(event.data.tier)
-            assert t is not None  # checked in handle()
+            assert t is not None  # checked in check()
             tier = {"name": t.name, "min_absences": t.min_absences, "label": t.label[lang], "actions": t.actions[lang]}
         quote = None
         if campaign.quote and lang in campaign.quote.text:
@@ -93,7 +113,7 @@ class Pipeline:
             else [],
         }
 
-    # -- the work -------------------------------------------------------------------------------------
+    # -- checks ---------------------------------------------------------------------------------------
     def check(self, event: Event) -> None:
         """Contract checks that need the roster and campaigns.yaml; raise EventValidationError."""
         self.roster.check_event(event)
@@ -112,6 +132,21 @@ class Pipeline:
                         "data.absences",
                     )
 
+    # -- time -----------------------------------------------------------------------------------------
+    def _local_now(self) -> dt.datetime:
+        return self.clock().astimezone(self.settings.district.tz)
+
+    def quiet_until(self, now: dt.datetime) -> dt.datetime | None:
+        """When quiet hours end, if `now` (district time) is inside them."""
+        q = self.settings.district.quiet_hours
+        t = now.time()
+        inside = (t >= q.start or t < q.end) if q.start > q.end else (q.start <= t < q.end)
+        if not inside:
+            return None
+        day = now.date() if t < q.end else now.date() + dt.timedelta(days=1)
+        return dt.datetime.combine(day, q.end, tzinfo=now.tzinfo)
+
+    # -- the work -------------------------------------------------------------------------------------
     def handle(self, event: Event, channel: str) -> Counter[str]:
         """Deliver one event on one channel for every campaign it triggers. Returns counts by outcome.
 
@@ -128,17 +163,39 @@ class Pipeline:
             targets = self._targets(channel, campaign, event)
             issued = event.time.astimezone(self.settings.district.tz).date()
             keyed = {delivery_key(event.uid, cid, channel, t.key): t for t in targets}
-            states = self.ledger.open(
-                Entry(k, event.uid, event.type, cid, channel, t.key, t.lang) for k, t in keyed.items()
+            rows = self.ledger.open(
+                Entry(
+                    k,
+                    event.uid,
+                    event.type,
+                    cid,
+                    channel,
+                    t.key,
+                    t.lang,
+                    t.recipient.guardian.id if t.recipient else None,
+                    t.to,
+                )
+                for k, t in keyed.items()
             )
-            todo = {k: t for k, t in keyed.items() if states.get(k) not in FINAL}
+            # deferred rows belong to the release loop; final rows are done
+            todo = {k: t for k, t in keyed.items() if rows[k].state not in FINAL and rows[k].state != "deferred"}
             outcome["already_done"] += len(keyed) - len(todo)
-            suppressed = [(k, "suppressed", None, t.suppressed) for k, t in todo.items() if t.suppressed]
+            listed = (
+                self.ledger.suppressed(channel, [t.to for t in todo.values() if t.to and not t.suppressed])
+                if channel != "press_release"
+                else {}
+            )
+            suppressed = [
+                (k, "suppressed", None, t.suppressed or f"opted_out: {listed[t.to]}")
+                for k, t in todo.items()
+                if t.suppressed or (t.to and t.to in listed)
+            ]
             self.ledger.mark(suppressed)
             outcome["suppressed"] += len(suppressed)
+            done = {k for k, *_ in suppressed}
             messages = []
             for k, t in todo.items():
-                if t.suppressed:
+                if k in done:
                     continue
                 r = self.renderer.render(
                     channel, chcfg.template, t.lang, self.context(cid, campaign, event, t.lang, t.recipient)
@@ -146,25 +203,114 @@ class Pipeline:
                 # Press drafts: one name per event and campaign, the language as suffix (…-ab12cd34.es.md)
                 to = t.to or f"{issued.isoformat()}-{cid}-{delivery_key(event.uid, cid, '', '')[:8]}.{t.lang}"
                 meta = {"approval": "required"} if chcfg.approval else {}
+                if chcfg.unsubscribe_group:
+                    meta["unsubscribe_group"] = str(chcfg.unsubscribe_group)
                 messages.append(
-                    Message(k, channel, cid, event.uid, t.lang, to, r.parts, r.subject, campaign.priority, meta)
+                    Message(
+                        k,
+                        channel,
+                        cid,
+                        event.uid,
+                        t.lang,
+                        to,
+                        r.parts,
+                        r.subject,
+                        campaign.priority,
+                        meta,
+                        t.recipient.guardian.id if t.recipient else None,
+                    )
                 )
-            if not messages:
-                continue
-            results = self.channels[channel].send(messages)
-            marks = []
-            for m, res in zip(messages, results, strict=True):
-                if res.ok:
-                    marks.append((res.key, "sent", res.provider_id, None))
-                    outcome["sent"] += 1
-                elif isinstance(res.error, PermanentDeliveryError):
-                    marks.append((res.key, "failed", None, f"{res.error.code or ''} {res.error}".strip()))
-                    outcome["failed"] += 1
-                    log.warning("%s %s to %s failed for good: %s", channel, cid, mask(m.to), res.error)
-                else:
-                    transient = transient or res.error  # type: ignore[assignment]
-                    outcome["retry"] += 1
-            self.ledger.mark(marks)
+            try:
+                outcome.update(self.deliver(channel, messages, rows))
+            except TransientDeliveryError as exc:
+                transient = transient or exc
         if transient is not None:
             raise transient
         return outcome
+
+    def release_due(self, channel: str, limit: int = 500) -> Counter[str]:
+        """Send the deferred messages whose quiet hours are over."""
+        due = self.ledger.due(channel, self.clock().timestamp(), limit)
+        if not due:
+            return Counter()
+        listed = self.ledger.suppressed(channel, [r.destination for r in due if r.destination])
+        late_optout = [
+            (r.key, "suppressed", None, f"opted_out: {listed[r.destination]}") for r in due if r.destination in listed
+        ]
+        self.ledger.mark(late_optout)
+        messages = [Message(**r.payload) for r in due if r.payload and r.destination not in listed]
+        out = self.deliver(channel, messages, {r.key: r for r in due}, releasing=True)
+        out["released"] += len(messages)
+        out["suppressed"] += len(late_optout)
+        return out
+
+    def deliver(
+        self, channel: str, messages: Sequence[Message], rows: dict[str, Row], releasing: bool = False
+    ) -> Counter[str]:
+        out: Counter[str] = Counter()
+        if not messages:
+            return out
+        provider = self.channels[channel]
+        # 1. A crash left these in `sending`: ask the provider before sending again.
+        crashed = [m for m in messages if rows[m.key].state == "sending"]
+        if crashed:
+            found = provider.reconcile(crashed)
+            recovered = {m.key: f for m, f in zip(crashed, found, strict=True) if f is not None}
+            self.ledger.mark([(k, "sent", f.provider_id, "reconciled") for k, f in recovered.items()])
+            out["reconciled"] += len(recovered)
+            messages = [m for m in messages if m.key not in recovered]
+        now = self._local_now()
+        # 2. Quiet hours: non-emergency SMS waits for the morning.
+        if channel == "sms" and not releasing:
+            until = self.quiet_until(now)
+            if until is not None:
+                later = [m for m in messages if m.priority != "emergency"]
+                self.ledger.defer(
+                    (m.key, message_payload(m), until.timestamp(), f"quiet hours until {until:%H:%M}") for m in later
+                )
+                out["deferred"] += len(later)
+                messages = [m for m in messages if m.priority == "emergency"]
+        # 3. The daily cap per guardian.
+        day = now.date().isoformat()
+        if channel != "press_release":
+            cap = self.settings.district.daily_cap
+            guardians = sorted({m.guardian for m in messages if m.guardian})
+            counts = Counter(self.ledger.sent_today(channel, guardians, day))
+            allowed, capped = [], []
+            for m in messages:
+                limit = cap.emergency if m.priority == "emergency" else cap.normal
+                if m.guardian and counts[m.guardian] >= limit:
+                    capped.append((m.key, "suppressed", None, f"daily_cap: {limit} per day"))
+                else:
+                    counts[m.guardian or ""] += 1
+                    allowed.append(m)
+            self.ledger.mark(capped)
+            out["capped"] += len(capped)
+            messages = allowed
+        if not messages:
+            return out
+        # 4. Record the attempt, then send.
+        self.ledger.mark_sending((m.key, message_payload(m), day) for m in messages)
+        results = provider.send(messages)
+        marks, optouts = [], []
+        transient: TransientDeliveryError | None = None
+        for m, res in zip(messages, results, strict=True):
+            if res.ok:
+                marks.append((res.key, "sent", res.provider_id, None))
+                out["sent"] += 1
+            elif isinstance(res.error, PermanentDeliveryError):
+                marks.append((res.key, "failed", None, f"{res.error.code or ''} {res.error}".strip()))
+                out["failed"] += 1
+                if res.error.code in OPTED_OUT_CODES:
+                    optouts.append((channel, m.to, "opted_out", f"provider {res.error.code}"))
+                log.warning("%s %s to %s failed for good: %s", channel, m.campaign, mask(m.to), res.error)
+            else:
+                # back to pending: nothing went out, the retry sends it (no reconciliation needed)
+                marks.append((res.key, "deferred" if releasing else "pending", None, str(res.error)))
+                transient = transient or res.error  # type: ignore[assignment]
+                out["retry"] += 1
+        self.ledger.mark(marks)
+        self.ledger.suppress(optouts)
+        if transient is not None:
+            raise transient
+        return out

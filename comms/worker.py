@@ -46,9 +46,18 @@ class Worker:
         return group_name(self.name)
 
     def step(self, max_records: int = 200, timeout: float = 0.2) -> int:
-        """Handle one batch; return how many records it held (0 when idle or backing off)."""
+        """Release due deferred messages, then handle one batch; return how much work there was."""
         if self.backoff and time.monotonic() < self.backoff:
             return 0
+        released = 0
+        if self.channel != "press_release":
+            try:
+                counts = self.pipeline.release_due(self.channel)
+            except TransientDeliveryError as exc:
+                self._pause(exc, "deferred messages")
+                return 0
+            self.stats.update(counts)
+            released = counts["released"]
         records = self.consumer.poll(max_records=max_records, timeout=timeout)
         done = []
         for rec in records:
@@ -64,21 +73,17 @@ class Worker:
                 # Keep what is done, re-read this record after a pause; the ledger skips what went out.
                 self.consumer.commit(done)
                 self.consumer.rewind()
-                delay = exc.retry_after or 2.0
-                self.backoff = time.monotonic() + delay
-                self.stats["retries"] += 1
-                log.warning(
-                    "%s: provider unavailable (%s); retrying %s@%s in %.1fs",
-                    self.group,
-                    exc,
-                    rec.topic,
-                    rec.offset,
-                    delay,
-                )
-                return len(done)
+                self._pause(exc, f"{rec.topic}@{rec.offset}")
+                return len(done) + released
             done.append(rec)
         self.consumer.commit(done)
-        return len(records)
+        return len(records) + released
+
+    def _pause(self, exc: TransientDeliveryError, what: str) -> None:
+        delay = exc.retry_after if exc.retry_after is not None else 2.0
+        self.backoff = time.monotonic() + delay
+        self.stats["retries"] += 1
+        log.warning("%s: provider unavailable (%s); retrying %s in %.2fs", self.group, exc, what, delay)
 
     def caught_up(self) -> bool:
         """The group has committed every record of its topic (an empty poll alone can mean a Kafka

@@ -41,6 +41,7 @@ def env_vars(env: Env) -> dict[str, str]:
         "COMMS_BUS": env.bus_url,
         "COMMS_OUT": str(env.out),
         "COMMS_LEDGER": str(env.ledger),
+        "COMMS_ROSTER": str(env.roster),
         "COMMS_CONFIG": str(env.config),
         "COMMS_TEMPLATES": str(env.templates),
         "COMMS_TOPIC": env.topic,

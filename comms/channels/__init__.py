@@ -11,6 +11,8 @@ from comms.errors import ConfigError
 PROVIDERS: dict[str, str] = {
     "outbox": "comms.channels.outbox:OutboxChannel",
     "press_drafts": "comms.channels.press_drafts:PressDraftChannel",
+    "twilio": "comms.channels.twilio_sms:TwilioSmsChannel",
+    "sendgrid": "comms.channels.sendgrid_email:SendGridEmailChannel",
 }
 
 

@@ -21,6 +21,7 @@ class Message:
     subject: str | None = None
     priority: str = "normal"
     meta: dict[str, str] = field(default_factory=dict)
+    guardian: str | None = None  # whose daily cap this counts against
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,11 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         """Deliver a batch; one SendResult per message, in order. Never a bare bool."""
+
+    def reconcile(self, messages: Sequence[Message]) -> list[SendResult | None]:
+        """For messages a crash left in `sending`: the earlier send if the provider has it, else None
+        (send again). Providers that cannot tell return None for all."""
+        return [None] * len(messages)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

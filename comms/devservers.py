@@ -1,0 +1,227 @@
+"""Local servers that speak Twilio's Messages API and SendGrid's v3 Mail Send, for tests and benchmarks.
+
+They bind 127.0.0.1 on a free port, record every accepted message, and inject faults on request:
+a share of 429/500 answers (with Retry-After), slow answers, opted-out and invalid numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Faults:
+    fail_rate: float = 0.0  # share of requests answered 429 or 500
+    slow_rate: float = 0.0  # share answered after `slow_seconds`
+    slow_seconds: float = 0.5
+    seed: int = 7
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+
+class FakeProvider:
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.faults = Faults()
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.errors_sent = 0
+        self.httpd = _Server(("127.0.0.1", 0), handler)
+        self.httpd.provider = self  # type: ignore[attr-defined]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> FakeProvider:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def fault(self) -> int | None:
+        """An injected status to answer with, if this request draws one."""
+        with self.lock:
+            self.requests += 1
+            f = self.faults
+            delay = f.slow_seconds if f.slow_rate and f.rng.random() < f.slow_rate else 0.0
+            status = (429 if f.rng.random() < 0.5 else 500) if f.fail_rate and f.rng.random() < f.fail_rate else None
+            if status:
+                self.errors_sent += 1
+        if delay:
+            time.sleep(delay)
+        return status
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:  # quiet: the tests read the records, not a log
+        pass
+
+    @property
+    def provider(self) -> Any:
+        return self.server.provider  # type: ignore[attr-defined]
+
+    def _reply(self, status: int, body: dict[str, Any] | None, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode() if body is not None else b""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+    def _injected(self) -> bool:
+        status = self.provider.fault()
+        if status:
+            self._reply(
+                status,
+                {"code": 20429 if status == 429 else 20500, "message": "injected fault", "status": status},
+                {"Retry-After": "0.05"} if status == 429 else None,
+            )
+            return True
+        return False
+
+
+class _TwilioHandler(_Handler):
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self._body()
+        parts = urlsplit(self.path).path.split("/")
+        if len(parts) != 5 or parts[4] != "Messages.json":
+            return self._reply(404, {"code": 20404, "message": "not found", "status": 404})
+        if self._injected():
+            return None
+        form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        p: FakeTwilio = self.provider
+        to = form.get("To", "")
+        if to in p.opted_out:
+            return self._reply(
+                400, {"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400}
+            )
+        if not to.startswith("+") or to in p.invalid:
+            return self._reply(400, {"code": 21211, "message": f"The 'To' number {to} is not valid", "status": 400})
+        if not (form.get("MessagingServiceSid") or form.get("From")):
+            return self._reply(400, {"code": 21603, "message": "A 'From' phone number is required", "status": 400})
+        sid = "SM" + uuid.uuid4().hex
+        msg = {
+            "sid": sid,
+            "account_sid": parts[3],
+            "to": to,
+            "from": form.get("From"),
+            "messaging_service_sid": form.get("MessagingServiceSid"),
+            "body": form.get("Body", ""),
+            "status": "queued",
+            "num_segments": "1",
+            "direction": "outbound-api",
+            "status_callback": form.get("StatusCallback"),
+            "date_created": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
+            "uri": f"/2010-04-01/Accounts/{parts[3]}/Messages/{sid}.json",
+        }
+        with p.lock:
+            p.messages.append(msg)
+            p.by_to[to].append(msg)
+        return self._reply(201, msg)
+
+    def do_GET(self) -> None:  # noqa: N802
+        u = urlsplit(self.path)
+        q = {k: v[0] for k, v in parse_qs(u.query).items()}
+        p: FakeTwilio = self.provider
+        with p.lock:
+            found = list(p.by_to.get(q["To"], ())) if "To" in q else list(p.messages)
+        size = int(q.get("PageSize", 50))
+        return self._reply(
+            200,
+            {
+                "messages": found[:size],
+                "page": 0,
+                "page_size": size,
+                "first_page_uri": u.path,
+                "next_page_uri": None,
+                "previous_page_uri": None,
+                "uri": self.path,
+            },
+        )
+
+
+class FakeTwilio(FakeProvider):
+    def __init__(self) -> None:
+        super().__init__(_TwilioHandler)
+        self.messages: list[dict[str, Any]] = []
+        self.by_to: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.opted_out: set[str] = set()
+        self.invalid: set[str] = set()
+
+    def per_recipient(self) -> Counter[str]:
+        with self.lock:
+            return Counter(m["to"] for m in self.messages)
+
+
+class _SendGridHandler(_Handler):
+    def do_POST(self) -> None:  # noqa: N802
+        body = self._body()
+        if urlsplit(self.path).path != "/v3/mail/send":
+            return self._reply(404, {"errors": [{"message": "not found"}]})
+        if not self.headers.get("Authorization", "").startswith("Bearer "):
+            return self._reply(401, {"errors": [{"message": "authorization required"}]})
+        if self._injected():
+            return None
+        doc = json.loads(body)
+        pers = doc.get("personalizations", [])
+        p: FakeSendGrid = self.provider
+        if not 1 <= len(pers) <= 1000:
+            return self._reply(400, {"errors": [{"field": "personalizations", "message": "must have 1 to 1000 items"}]})
+        if not doc.get("from", {}).get("email") or not doc.get("subject") or not doc.get("content"):
+            return self._reply(400, {"errors": [{"message": "from, subject and content are required"}]})
+        msg_id = uuid.uuid4().hex[:22]
+        with p.lock:
+            p.batches.append(len(pers))
+            for per in pers:
+                p.deliveries.append(
+                    {
+                        "to": per["to"][0]["email"],
+                        "custom_args": per.get("custom_args", {}),
+                        "subject": doc["subject"],
+                        "categories": doc.get("categories", []),
+                        "asm": doc.get("asm"),
+                        "x_message_id": msg_id,
+                    }
+                )
+        self.send_response(202)
+        self.send_header("X-Message-Id", msg_id)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return None
+
+
+class FakeSendGrid(FakeProvider):
+    def __init__(self) -> None:
+        super().__init__(_SendGridHandler)
+        self.batches: list[int] = []
+        self.deliveries: list[dict[str, Any]] = []
+
+    def per_recipient(self) -> Counter[str]:
+        with self.lock:
+            return Counter(d["to"] for d in self.deliveries)
