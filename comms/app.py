@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import threading
@@ -35,6 +36,7 @@ class Env:
     ledger: Path
     roster: Path
     topic: str
+    test_now: str | None = None  # COMMS_TEST_NOW: a fixed clock for tests of quiet hours and caps
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Env:
@@ -48,6 +50,7 @@ class Env:
             ledger=Path(e.get("COMMS_LEDGER", str(var / "ledger.db"))),
             roster=Path(e.get("COMMS_ROSTER", str(FIXTURE))),
             topic=e.get("COMMS_TOPIC", DEFAULT_TOPIC),
+            test_now=e.get("COMMS_TEST_NOW") or None,
         )
 
 
@@ -110,8 +113,12 @@ class App:
     pipeline: Pipeline
 
     @classmethod
-    def open(cls, env: Env | None = None, clock: Clock = utc_now, environ: Mapping[str, str] | None = None) -> App:
+    def open(cls, env: Env | None = None, clock: Clock | None = None, environ: Mapping[str, str] | None = None) -> App:
         env = env or Env.from_environ()
+        if clock is None and env.test_now:
+            fixed = dt.datetime.fromisoformat(env.test_now)
+            clock = lambda: fixed  # noqa: E731
+        clock = clock or utc_now
         settings = load_settings(env.config)
         pipeline = Pipeline(
             settings,

@@ -237,6 +237,56 @@ def demo(verbose: Annotated[bool, typer.Option("-v")] = False) -> None:
     )
 
 
+suppress_app = typer.Typer(help="The suppression list: opt-outs (STOP), unsubscribes, bounces.")
+app.add_typer(suppress_app, name="suppress")
+
+
+@suppress_app.command("import")
+def suppress_import(
+    file: Annotated[Path, typer.Argument(help="CSV with columns channel (sms|email), address, reason")],
+) -> None:
+    """Add opt-outs to the suppression list; later messages to them are suppressed, never sent."""
+    import csv
+
+    from comms.app import Env
+    from comms.ledger import Ledger
+
+    rows, bad = [], []
+    with file.open(newline="", encoding="utf-8") as f:
+        for n, row in enumerate(csv.DictReader(f), start=2):
+            channel, address = (row.get("channel") or "").strip(), (row.get("address") or "").strip()
+            if channel not in ("sms", "email") or not address:
+                bad.append(f"{file}:{n}: channel must be sms or email and address must be set")
+                continue
+            rows.append((channel, address, (row.get("reason") or "opted_out").strip(), f"csv:{file.name}"))
+    for b in bad:
+        err.print(f"[bold red]skipped[/] {b}", highlight=False)
+    ledger = Ledger(Env.from_environ().ledger)
+    added = ledger.suppress(rows)
+    ledger.close()
+    out.print(f"{added} added to the suppression list ({len(rows) - added} already there, {len(bad)} skipped)")
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(campaign: Annotated[str, typer.Argument(help="a campaign id from campaigns.yaml")]) -> None:
+    """Messages of one campaign per channel, language and state, and why any were held back."""
+    from comms.app import Env
+    from comms.ledger import Ledger
+
+    ledger = Ledger(Env.from_environ().ledger)
+    t = Table("channel", "language", "state", "messages", title=f"campaign {campaign}")
+    for _, channel, lang, state, n in ledger.counts(campaign):
+        t.add_row(channel, lang, state, str(n))
+    why = Table("channel", "state", "why", "messages", title="held back")
+    for channel, state, detail, n in ledger.details(campaign):
+        why.add_row(channel, state, detail, str(n))
+    ledger.close()
+    out.print(t)
+    out.print(why)
+
+
 @app.command()
 def schema(
     out_dir: Annotated[Path, typer.Option("--out", help="folder for the JSON Schema files")] = Path("comms/schemas"),

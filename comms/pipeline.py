@@ -312,5 +312,9 @@ class Pipeline:
         self.ledger.mark(marks)
         self.ledger.suppress(optouts)
         if transient is not None:
+            if out["sent"] and transient.retry_after is None:
+                # Some went through: the provider is up and only shedding load, so come back soon.
+                # (When nothing gets through, the worker backs off exponentially instead.)
+                raise TransientDeliveryError(str(transient), transient.code, retry_after=0.1)
             raise transient
         return out

@@ -35,6 +35,7 @@ class Worker:
     pipeline: Pipeline
     topic: str
     backoff: float = 0.0
+    failures: int = 0  # transient failures in a row: the pause doubles with each, up to 30 s
     stats: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -77,10 +78,12 @@ class Worker:
                 return len(done) + released
             done.append(rec)
         self.consumer.commit(done)
+        self.failures = 0
         return len(records) + released
 
     def _pause(self, exc: TransientDeliveryError, what: str) -> None:
-        delay = exc.retry_after if exc.retry_after is not None else 2.0
+        self.failures += 1
+        delay = exc.retry_after if exc.retry_after is not None else min(30.0, 0.25 * 2 ** (self.failures - 1))
         self.backoff = time.monotonic() + delay
         self.stats["retries"] += 1
         log.warning("%s: provider unavailable (%s); retrying %s in %.2fs", self.group, exc, what, delay)
