@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from comms.app import Env
+from comms.channels.segments import sms_size
 from comms.config import Settings, load_settings
 from comms.demo import demo_events
 from comms.errors import RenderError
@@ -38,8 +39,11 @@ def render_one(p: Pipeline, cid: str, event: Event, channel: str, lang: str):  #
     return p.renderer.render(channel, chcfg.template, lang, p.context(cid, campaign, event, lang, recipient))
 
 
-def check_templates(settings: Settings, env: Env) -> list[str]:
-    """Every template named for every language exists, and renders the demo event of its type."""
+def check_templates(settings: Settings, env: Env, warnings: list[str] | None = None) -> list[str]:
+    """Every template named for every language exists, and renders the demo event of its type.
+
+    SMS longer than district.sms_max_segments are reported in `warnings` (a cost, not an error).
+    """
     renderer = Renderer(env.templates)
     problems = []
     for cid, c in settings.campaigns.items():
@@ -67,9 +71,16 @@ def check_templates(settings: Settings, env: Env) -> list[str]:
             langs = settings.district.press_languages if channel == "press_release" else settings.district.languages
             for lang in langs:
                 try:
-                    render_one(p, cid, event, channel, lang)
+                    r = render_one(p, cid, event, channel, lang)
                 except RenderError as exc:
                     problems.append(f"campaigns.{cid}.channels.{channel} ({lang}): {exc}")
+                    continue
+                size = sms_size(r.parts["txt"].strip()) if channel == "sms" else None
+                if size and size.segments > settings.district.sms_max_segments and warnings is not None:
+                    warnings.append(
+                        f"campaigns.{cid}.channels.sms ({lang}): {size} with the demo event, more than "
+                        f"district.sms_max_segments ({settings.district.sms_max_segments})"
+                    )
     return problems
 
 
@@ -85,7 +96,7 @@ def preview_event(env: Env, event: Event, channel: str, lang: str) -> list[tuple
         if r.subject:
             out.append((f"{cid} {channel} {lang} subject", r.subject))
         for part, text in r.parts.items():
-            extra = f" ({len(text.rstrip())} characters)" if channel == "sms" else ""
+            extra = f" ({len(text.strip())} characters, {sms_size(text.strip())})" if channel == "sms" else ""
             out.append((f"{cid} {channel} {lang} {part}{extra}", text))
     if not out:
         raise RenderError(f"no campaign sends {event.type!r} on channel {channel!r}")

@@ -131,9 +131,12 @@ def validate() -> None:
         from comms.config import load_settings
 
         settings = load_settings(env.config)
-        problems = check_templates(settings, env)
+        warnings: list[str] = []
+        problems = check_templates(settings, env, warnings)
     except ConfigError as exc:
         _fail(exc)
+    for w in warnings:
+        err.print(f"[bold yellow]warning:[/] {w}", highlight=False)
     if problems:
         for p in problems:
             err.print(f"[bold red]error:[/] {p}", highlight=False)

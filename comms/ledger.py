@@ -97,15 +97,25 @@ class Ledger:
         self.path = Path(path)
         self._lock = threading.Lock()
         self.conn = connect(self.path)
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        has_table = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name='deliveries'").fetchone()
-        if has_table and version != SCHEMA_VERSION:
-            raise ConfigError(
-                f"ledger {self.path} has schema {version}, this version needs {SCHEMA_VERSION}: "
-                "move the file aside (it is the record of what was sent) and start a new one"
-            )
-        self.conn.executescript(SCHEMA)
-        self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        # Check and create in one write transaction: two consumers opening a new ledger at the same time
+        # must not see each other's tables before the schema version is stamped.
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            has_table = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name='deliveries'").fetchone()
+            if has_table and version != SCHEMA_VERSION:
+                raise ConfigError(
+                    f"ledger {self.path} has schema {version}, this version needs {SCHEMA_VERSION}: "
+                    "move the file aside (it is the record of what was sent) and start a new one"
+                )
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self.conn.execute(statement)
+            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
 
     def _write(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
         if not rows:

@@ -41,7 +41,7 @@ def test_family_messages_in_three_languages(app: App, type_: str, lang: str, cha
     if channel == "sms":
         stops = (
             "Reply STOP to opt out.",
-            "Responda STOP para no recibir más mensajes.",
+            "Responda STOP para cancelar.",
             "Reponn STOP pou pa resevwa mesaj ankò.",
         )
         assert r.parts["txt"].rstrip().endswith(stops)

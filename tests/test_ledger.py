@@ -1,0 +1,50 @@
+"""The delivery ledger on its own: a new file opened by several processes at once, schema versions."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from comms.errors import ConfigError
+from comms.ledger import Entry, Ledger
+
+
+def _open(path: str) -> None:
+    Ledger(path).close()
+
+
+def test_several_processes_open_a_new_ledger_at_once(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    for round_ in range(3):
+        path = str(tmp_path / f"ledger{round_}.db")
+        procs = [ctx.Process(target=_open, args=(path,)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+
+
+def test_an_old_ledger_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE deliveries (key TEXT PRIMARY KEY)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ConfigError, match="has schema 0, this version needs 2: move the file aside"):
+        Ledger(path)
+
+
+def test_open_is_idempotent_and_suppressions_normalise_email(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db")
+    e = Entry("k1", "src#1", "meals.schedule", "meal-schedule", "email", "G1", "es", "G1", "Ana@Example.org")
+    assert ledger.open([e])["k1"].state == "pending"
+    ledger.mark([("k1", "sent", "id-1", None)])
+    assert ledger.open([e])["k1"].state == "sent"  # a redelivery finds it done
+    assert ledger.suppress([("email", "ANA@example.org", "unsubscribed", "test")]) == 1
+    assert ledger.suppress([("email", "ana@example.org", "unsubscribed", "test")]) == 0
+    assert ledger.suppressed("email", ["Ana@Example.org", "b@example.org"]) == {"Ana@Example.org": "unsubscribed"}
+    ledger.close()
