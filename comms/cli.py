@@ -203,7 +203,8 @@ def demo(verbose: Annotated[bool, typer.Option("-v")] = False) -> None:
     _logging(verbose)
     try:
         # The demo replays 2020: its clock is a school day at noon, so quiet hours never hold an SMS back.
-        a = App.open(clock=lambda: DEMO_NOW)
+        # environ={}: never the real providers, even with credentials in the shell: the families are fictional
+        a = App.open(clock=lambda: DEMO_NOW, environ={})
         events = [parse_event(raw) for raw in demo_events()]
         a.bus.publish_many(a.env.topic, [(e.key, e.raw) for e in events])
         workers = a.workers_when_ready()

@@ -114,3 +114,26 @@ def test_thin_consumer_process_handles_then_stops_on_sigterm(env: Env, tmp_path:
     bus = open_bus(env.bus_url)
     assert bus.lag("comms-sms", env.topic) == (1, 1)  # committed before it stopped
     bus.close()
+
+
+def test_demo_never_uses_real_providers(env: Env) -> None:
+    from comms.devservers import FakeSendGrid, FakeTwilio
+
+    with FakeTwilio() as tw, FakeSendGrid() as sg:
+        e = {
+            **os.environ,
+            **env_vars(env),
+            "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+            "TWILIO_AUTH_TOKEN": "t",
+            "TWILIO_FROM": "+13055550000",
+            "COMMS_TWILIO_API_URL": tw.url,
+            "SENDGRID_API_KEY": "SG.k",
+            "COMMS_EMAIL_FROM": "news@example.org",
+            "COMMS_SENDGRID_API_URL": sg.url,
+        }
+        r = subprocess.run(
+            [sys.executable, "-m", "comms.cli", "demo"], env=e, cwd=ROOT, capture_output=True, timeout=120
+        )
+        assert r.returncode == 0, r.stderr.decode()
+        assert tw.requests == 0 and sg.requests == 0
+    assert len(list((env.out / "outbox" / "sms").glob("*.txt"))) == 15
