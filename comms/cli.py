@@ -302,9 +302,5 @@ def schema(
         out.print(f"wrote {path}")
 
 
-def main() -> None:  # pragma: no cover
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -265,11 +265,6 @@ class Ledger:
                 )
             ]
 
-    def get(self, key: str) -> tuple[str, str | None, str | None] | None:
-        with self._lock:
-            row = self.conn.execute("SELECT state, provider_id, detail FROM deliveries WHERE key=?", (key,)).fetchone()
-        return tuple(row) if row else None
-
     def close(self) -> None:
         self.conn.close()
 

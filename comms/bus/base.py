@@ -68,9 +68,6 @@ class Bus(abc.ABC):
         """(records in the topic, records the group has committed) for `comms status`."""
 
     @abc.abstractmethod
-    def groups(self) -> list[str]: ...
-
-    @abc.abstractmethod
     def topics(self) -> list[str]: ...
 
     def dead_letter(self, record: Record, reason: str, group: str) -> None:

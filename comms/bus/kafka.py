@@ -271,9 +271,6 @@ class KafkaBus(Bus):
         done = sum(max(0, committed[tp].offset - starts[tp]) for tp in tps if tp in committed)
         return total, done
 
-    def groups(self) -> list[str]:
-        return sorted(g["group_id"] if isinstance(g, dict) else g[0] for g in self.admin.list_groups())
-
     def topics(self) -> list[str]:
         return sorted(t for t in self.admin.list_topics() if not t.startswith("__"))
 

@@ -221,10 +221,6 @@ class SqliteBus(Bus):
             ).fetchone()
         return total, done
 
-    def groups(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self.conn.execute("SELECT DISTINCT grp FROM group_offsets ORDER BY grp")]
-
     def topics(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self.conn.execute("SELECT DISTINCT topic FROM records ORDER BY topic")]

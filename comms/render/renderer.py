@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ def template_paths(channel: str, template: str, lang: str) -> dict[str, str]:
 class Rendered:
     parts: dict[str, str]
     subject: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @jinja2.pass_context
