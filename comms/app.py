@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from comms.bus import Bus, open_bus
 from comms.channels import Channel, load_channel
@@ -105,6 +106,20 @@ def build_channels(env: Env, environ: Mapping[str, str] | None = None) -> dict[s
     return channels
 
 
+def _refuse_real_providers(env: Env, environ: Mapping[str, str] | None) -> None:
+    """A generated roster's phone numbers are random valid numbers: only a local server may get them."""
+    e = os.environ if environ is None else environ
+    for configured, url_var in ((TWILIO_VARS, "COMMS_TWILIO_API_URL"), (SENDGRID_VARS, "COMMS_SENDGRID_API_URL")):
+        if all(e.get(v) for v in configured):
+            host = urlsplit(e.get(url_var) or "https://api.example").hostname or ""
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                raise ConfigError(
+                    f"roster {env.roster} is synthetic (comms roster generate): its numbers and "
+                    f"addresses may be real people's; set {url_var} to a local server, or unset "
+                    f"{configured[0]} for the dry-run outbox"
+                )
+
+
 @dataclass
 class App:
     env: Env
@@ -120,12 +135,16 @@ class App:
             clock = lambda: fixed  # noqa: E731
         clock = clock or utc_now
         settings = load_settings(env.config)
+        roster = Roster.load(env.roster)
+        channels = build_channels(env, environ)
+        if roster.synthetic:
+            _refuse_real_providers(env, environ)
         pipeline = Pipeline(
             settings,
-            Roster.load(env.roster),
+            roster,
             Renderer(env.templates),
             Ledger(env.ledger),
-            build_channels(env, environ),
+            channels,
             clock,
         )
         return cls(env, settings, open_bus(env.bus_url), pipeline)

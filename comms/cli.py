@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -239,6 +240,74 @@ def demo(verbose: Annotated[bool, typer.Option("-v")] = False) -> None:
         f"Drafts and messages are under {a.env.out}/ (folders in the last column). "
         "Suppressed: no consent or no-contact. `comms status` shows the bus and the ledger."
     )
+
+
+roster_app = typer.Typer(help="The roster: schools, students, guardians, from OneRoster 1.1 CSV.")
+app.add_typer(roster_app, name="roster")
+
+
+def _roster_db() -> Path:
+    from comms.app import Env
+
+    env = Env.from_environ()
+    return env.roster if str(env.roster).endswith(".db") else Path(os.environ.get("COMMS_VAR", "var")) / "roster.db"
+
+
+@roster_app.command("import")
+def roster_import(directory: Annotated[Path, typer.Argument(help="folder of a OneRoster 1.1 CSV bundle")]) -> None:
+    """Import (or re-import) a bundle; bad rows are reported with file, line and reason, and skipped."""
+    from comms.oneroster import import_bundle
+
+    db = _roster_db()
+    report = import_bundle(directory, db)
+    for p in report.problems:
+        err.print(f"[yellow]row skipped or fixed:[/] {directory / p.file}:{p.line}: {p.reason}", highlight=False)
+    t = Table("table", "rows", "added", "updated", "removed", title=f"roster {db}")
+    for table, n in report.counts.items():
+        c = report.changes[table]
+        t.add_row(table, str(n), str(c["added"]), str(c["updated"]), str(c["removed"]))
+    out.print(t)
+    out.print(f"{len(report.problems)} problem(s). Use it with COMMS_ROSTER={db}")
+
+
+@roster_app.command("generate")
+def roster_generate(
+    students: Annotated[int, typer.Option("--students", help="how many students (Miami-Dade: 334000)")] = 3000,
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the bundle")] = Path("var/oneroster"),
+    seed: Annotated[int, typer.Option(help="same seed, same bundle")] = 2020,
+) -> None:
+    """Write a synthetic OneRoster 1.1 bundle (marked synthetic: local providers only)."""
+    from comms.generate import generate_bundle
+
+    counts = generate_bundle(out_dir, students, seed)
+    out.print(f"wrote {out_dir}: " + ", ".join(f"{v:,} {k}" for k, v in counts.items()))
+
+
+@roster_app.command("stats")
+def roster_stats() -> None:
+    """Students, guardians, languages and consent in the roster."""
+    from comms.app import Env
+    from comms.roster import Roster
+
+    try:
+        r = Roster.load(Env.from_environ().roster)
+    except CommsError as exc:
+        _fail(exc)
+    g = list(r.guardians.values())
+    kids = Counter(gid for s in r.students.values() for gid in s.guardians)
+    t = Table("what", "count", title="roster")
+    for label, n in [
+        ("schools", len(r.schools)),
+        ("students", len(r.students)),
+        ("guardians", len(g)),
+        *[(f"guardians reading {lang}", sum(1 for x in g if x.language == lang)) for lang in ("en", "es", "ht")],
+        ("with SMS consent and a number", sum(1 for x in g if x.sms_consent and x.phone and not x.no_contact)),
+        ("with e-mail consent and an address", sum(1 for x in g if x.email_consent and x.email and not x.no_contact)),
+        ("no contact", sum(1 for x in g if x.no_contact)),
+        ("guardians of more than one student", sum(1 for n in kids.values() if n > 1)),
+    ]:
+        t.add_row(label, f"{n:,}")
+    out.print(t)
 
 
 suppress_app = typer.Typer(help="The suppression list: opt-outs (STOP), unsubscribes, bounces.")

@@ -6,6 +6,7 @@ A small fixture roster (comms/fixtures/roster.json) stands in until the OneRoste
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,12 +56,20 @@ class Recipient:
 
 class Roster:
     def __init__(
-        self, schools: dict[str, School], students: dict[str, Student], guardians: dict[str, Guardian]
+        self,
+        schools: dict[str, School],
+        students: dict[str, Student],
+        guardians: dict[str, Guardian],
+        synthetic: bool = False,
     ) -> None:
         self.schools, self.students, self.guardians = schools, students, guardians
+        self.synthetic = synthetic  # generated data: its numbers may be real people's
 
     @classmethod
     def load(cls, path: str | Path = FIXTURE) -> Roster:
+        """A roster database written by `comms roster import` (*.db), or a JSON file like the fixture."""
+        if str(path).endswith(".db"):
+            return cls._load_db(Path(path))
         try:
             doc = json.loads(Path(path).read_text(encoding="utf-8"))
             schools = {s["id"]: School(s["id"], s["name"]) for s in doc["schools"]}
@@ -84,6 +93,34 @@ class Roster:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"roster {path}: {exc.__class__.__name__}: {exc}") from None
         return cls(schools, students, guardians)
+
+    @classmethod
+    def _load_db(cls, path: Path) -> Roster:
+        if not path.exists():
+            raise ConfigError(f"roster {path} does not exist: run `comms roster import DIR` first")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            schools = {i: School(i, n) for i, n in conn.execute("SELECT id, name FROM schools")}
+            links: dict[str, list[str]] = {}
+            for sid, gid in conn.execute("SELECT student_id, guardian_id FROM links ORDER BY 1, 2"):
+                links.setdefault(sid, []).append(gid)
+            students = {
+                i: Student(i, n, g, sc, tuple(links.get(i, ())))
+                for i, n, g, sc in conn.execute("SELECT id, first_name, grade, school_id FROM students")
+            }
+            synthetic = bool(conn.execute("SELECT count(*) FROM guardians WHERE synthetic").fetchone()[0])
+            guardians = {
+                r[0]: Guardian(r[0], r[1], r[2], r[3], r[4], bool(r[5]), bool(r[6]), bool(r[7]))
+                for r in conn.execute(
+                    "SELECT id, first_name, language, phone, email, sms_consent,"
+                    " email_consent, no_contact FROM guardians"
+                )
+            }
+        except sqlite3.Error as exc:
+            raise ConfigError(f"roster {path}: {exc}") from None
+        finally:
+            conn.close()
+        return cls(schools, students, guardians, synthetic)
 
     def check_event(self, event: Event) -> None:
         """Reject events that name schools or students this district does not have."""
