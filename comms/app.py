@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import threading
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from comms.attendance import AttendanceCounter
 from comms.bus import Bus, open_bus
 from comms.channels import Channel, load_channel
 from comms.config import Settings, load_settings
@@ -150,10 +152,24 @@ class App:
         return cls(env, settings, open_bus(env.bus_url), pipeline)
 
     def workers(self, names: list[str] | None = None) -> list[Worker]:
-        return [
-            Worker(n, self.bus, self.bus.consumer(group_name(n), [self.env.topic]), self.pipeline, self.env.topic)
-            for n in names or list(CONSUMERS)
-        ]
+        workers = []
+        for n in names or list(CONSUMERS):
+            consumer = self.bus.consumer(group_name(n), [self.env.topic])
+            channel = CONSUMERS[n]
+            if channel is None:  # attendance: counts absences, publishes threshold events
+                handle = self.attendance.handle
+                release = None
+            else:
+                handle = functools.partial(self.pipeline.handle, channel=channel)
+                release = functools.partial(self.pipeline.release_due, channel) if channel != "press_release" else None
+            workers.append(Worker(n, self.bus, consumer, handle, self.env.topic, release))
+        return workers
+
+    @functools.cached_property
+    def attendance(self) -> AttendanceCounter:
+        return AttendanceCounter(
+            self.env.ledger.with_name("attendance.db"), self.settings, self.bus, self.env.topic, self.pipeline.check
+        )
 
     def workers_when_ready(
         self, names: list[str] | None = None, stop: threading.Event | None = None, max_wait: float = 30.0
@@ -173,6 +189,8 @@ class App:
                     time.sleep(delay)
 
     def close(self) -> None:
+        if "attendance" in self.__dict__:
+            self.attendance.close()
         self.pipeline.ledger.close()
         for ch in self.pipeline.channels.values():
             ch.close()

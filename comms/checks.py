@@ -5,7 +5,7 @@ from __future__ import annotations
 from comms.app import Env
 from comms.channels.segments import sms_size
 from comms.config import Settings, load_settings
-from comms.demo import demo_events
+from comms.demo import sample_events
 from comms.errors import RenderError
 from comms.events import Event, parse_event
 from comms.pipeline import Pipeline
@@ -60,7 +60,7 @@ def check_templates(settings: Settings, env: Env, warnings: list[str] | None = N
         return problems
     p = _pipeline(env, settings)
     samples = {}
-    for raw in demo_events():
+    for raw in sample_events():
         e = parse_event(raw)
         samples.setdefault(e.type, e)
     for cid, c in settings.campaigns.items():

@@ -238,7 +238,7 @@ def demo(verbose: Annotated[bool, typer.Option("-v")] = False) -> None:
     out.print(t)
     out.print(
         f"Drafts and messages are under {a.env.out}/ (folders in the last column). "
-        "Suppressed: no consent or no-contact. `comms status` shows the bus and the ledger."
+        "Suppressed: no consent, no contact or the daily cap; `comms report CAMPAIGN` says which."
     )
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from comms.errors import ConfigError
 from comms.events import EVENT_TYPES
+from comms.events.models import GradeCode
 
 Lang = Literal["en", "es", "ht"]
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
@@ -124,6 +125,11 @@ class Audience(_Model):
     select: Literal["scope", "student"]
     # household: one message per guardian however many children; student: one per guardian and child.
     per: Literal["household", "student"] = "household"
+    # narrow the audience further: only these grades (a band such as PK..05) and/or these schools
+    grades: list[GradeCode] | None = Field(default=None, min_length=1)
+    schools: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = Field(
+        default=None, min_length=1
+    )
 
 
 class Quote(_Model):
@@ -147,6 +153,7 @@ class Campaign(_Model):
     channels: Channels
     quote: Quote | None = None
     tiers: list[Tier] | None = None
+    realert: bool = False  # alert a tier again after a correction took the count below it
 
     @field_validator("event_type")
     @classmethod

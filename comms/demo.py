@@ -55,28 +55,63 @@ def demo_events() -> list[bytes]:
             time="2020-09-01T12:00:00-04:00",
         ),
     ]
-    # #ShowUpMDCPS (November 20, 2020): five absences, more than five, more than ten.
-    for sid, school, absences, tier, mode in [
-        ("S1001", "6001", 5, "schoolwide", "online"),
-        ("S1005", "5002", 7, "targeted", "online"),
-        ("S1007", "7001", 11, "intensive", "schoolhouse"),
-        ("S1010", "7001", 5, "schoolwide", "online"),
-    ]:
-        events.append(
-            make_event(
-                "attendance.absence-threshold",
-                {
-                    "student_id": sid,
-                    "school_id": school,
-                    "absences": absences,
-                    "tier": tier,
-                    "school_year": "2020-2021",
-                    "as_of": "2020-11-20",
-                    "learning_mode": mode,
-                },
-                id=f"absence-{sid}-{tier}-2020-2021",
-                source=SOURCE_SIS,
-                time="2020-11-20T18:30:00-05:00",
-            )
-        )
+    # #ShowUpMDCPS (November 20, 2020): five absences, more than five, more than ten. The district's
+    # student information system sends daily attendance; the attendance consumer counts it and
+    # announces each tier as a student crosses it.
+    events += attendance_stream()
     return events
+
+
+# (student, school, absences among the school days since October 1, learning mode)
+ATTENDANCE = [
+    ("S1001", "6001", 5, "online"),  # Mateo: five absences, school-wide programming
+    ("S1005", "5002", 7, "online"),  # Jean: more than five, targeted interventions
+    ("S1007", "7001", 11, "schoolhouse"),  # Isabella: more than ten, intensive interventions
+    ("S1010", "7001", 5, "online"),  # Wisly: five absences
+]
+
+
+def attendance_stream() -> list[bytes]:
+    out = []
+    for sid, school, absences, mode in ATTENDANCE:
+        for n in range(absences + 3):  # a few present days among the absences
+            day = dt.date(2020, 10, 1) + dt.timedelta(days=n)
+            category = "unexcused" if n < absences else "present"
+            out.append(
+                make_event(
+                    "attendance.recorded",
+                    {
+                        "record_id": f"{sid}-{day}",
+                        "student_id": sid,
+                        "school_id": school,
+                        "date": day.isoformat(),
+                        "category": category,
+                        "school_year": "2020-2021",
+                        "learning_mode": mode,
+                    },
+                    id=f"attendance-{sid}-{day}",
+                    source=SOURCE_SIS,
+                    time=f"{day}T18:30:00-04:00",
+                )
+            )
+    return out
+
+
+def sample_events() -> list[bytes]:
+    """One event of each type a campaign reacts to, for `comms validate` and `comms preview`."""
+    threshold = make_event(
+        "attendance.absence-threshold",
+        {
+            "student_id": "S1005",
+            "school_id": "5002",
+            "absences": 6,
+            "tier": "targeted",
+            "school_year": "2020-2021",
+            "as_of": "2020-10-06",
+            "learning_mode": "online",
+        },
+        id="sample-absence-threshold",
+        source=SOURCE_SIS,
+        time="2020-11-20T18:30:00-05:00",
+    )
+    return [*demo_events()[:2], threshold]

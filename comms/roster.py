@@ -13,7 +13,7 @@ from pathlib import Path
 
 from comms.config import Campaign
 from comms.errors import ConfigError, EventValidationError
-from comms.events import AbsenceThreshold, Event, MealsSchedule, PlatformSwitch
+from comms.events import AbsenceThreshold, AttendanceRecorded, Event, MealsSchedule, PlatformSwitch
 
 FIXTURE = Path(__file__).parent / "fixtures" / "roster.json"
 
@@ -130,7 +130,7 @@ class Roster:
             ids = [(f"data.schools[{i}]", s) for i, s in enumerate(d.schools)]
         elif isinstance(d, MealsSchedule) and d.sites != "all":
             ids = [(f"data.sites[{i}]", s) for i, s in enumerate(d.sites)]
-        elif isinstance(d, AbsenceThreshold):
+        elif isinstance(d, AbsenceThreshold | AttendanceRecorded):
             ids = [("data.school_id", d.school_id)]
             st = self.students.get(d.student_id)
             if st is None:
@@ -166,6 +166,12 @@ class Roster:
             students: list[Student] = [self.students[event.data.student_id]]
         else:
             students = list(self._students_in_scope(event))
+        a = campaign.audience
+        if a.grades or a.schools:
+            grades, schools = set(a.grades or ()), set(a.schools or ())
+            students = [
+                s for s in students if (not grades or s.grade in grades) and (not schools or s.school_id in schools)
+            ]
         by_guardian: dict[str, list[Student]] = {}
         for st in students:
             for gid in st.guardians:

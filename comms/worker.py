@@ -10,17 +10,17 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from comms.bus import Bus, Consumer
 from comms.errors import BusError, EventValidationError, RenderError, TransientDeliveryError
-from comms.events import parse_event
-from comms.pipeline import Pipeline
+from comms.events import Event, parse_event
 
 log = logging.getLogger("comms.worker")
 
-# consumer name -> the campaign channel it serves; each is one consumer group
-CONSUMERS: dict[str, str] = {"press": "press_release", "sms": "sms", "email": "email"}
+# consumer name -> the campaign channel it serves (or None: attendance counting); each is one consumer group
+CONSUMERS: dict[str, str | None] = {"press": "press_release", "sms": "sms", "email": "email", "attendance": None}
 
 
 def group_name(consumer: str) -> str:
@@ -32,15 +32,12 @@ class Worker:
     name: str
     bus: Bus
     consumer: Consumer
-    pipeline: Pipeline
+    handle: Callable[[Event], Counter[str]]  # one valid event -> counts by outcome
     topic: str
+    release: Callable[[], Counter[str]] | None = None  # deferred messages now due, if the consumer has any
     backoff: float = 0.0
     failures: int = 0  # transient failures in a row: the pause doubles with each, up to 30 s
     stats: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def channel(self) -> str:
-        return CONSUMERS[self.name]
 
     @property
     def group(self) -> str:
@@ -51,9 +48,9 @@ class Worker:
         if self.backoff and time.monotonic() < self.backoff:
             return 0
         released = 0
-        if self.channel != "press_release":
+        if self.release is not None:
             try:
-                counts = self.pipeline.release_due(self.channel)
+                counts = self.release()
             except TransientDeliveryError as exc:
                 self._pause(exc, "deferred messages")
                 return 0
@@ -64,7 +61,7 @@ class Worker:
         for rec in records:
             try:
                 event = parse_event(rec.value)
-                self.stats.update(self.pipeline.handle(event, self.channel))
+                self.stats.update(self.handle(event))
                 self.stats["events"] += 1
             except (EventValidationError, RenderError) as exc:
                 self.bus.dead_letter(rec, str(exc), self.group)

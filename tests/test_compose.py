@@ -14,7 +14,12 @@ from tests.conftest import ROOT
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text("utf-8"))
 CODE = "\n".join(p.read_text("utf-8") for p in (ROOT / "comms").rglob("*.py"))
 README = (ROOT / "README.md").read_text("utf-8")
-CONSUMERS = {"press": "consumers.press_release", "sms": "consumers.sms", "email": "consumers.email"}
+CONSUMERS = {
+    "press": "consumers.press_release",
+    "sms": "consumers.sms",
+    "email": "consumers.email",
+    "attendance": "consumers.attendance",
+}
 
 
 def test_services_and_images() -> None:

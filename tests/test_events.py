@@ -7,11 +7,17 @@ import json
 
 import pytest
 
-from comms.demo import demo_events
+from comms.demo import demo_events, sample_events
 from comms.errors import EventValidationError
-from comms.events import MAX_EVENT_BYTES, AbsenceThreshold, MealsSchedule, PlatformSwitch, parse_event
+from comms.events import (
+    MAX_EVENT_BYTES,
+    AbsenceThreshold,
+    MealsSchedule,
+    PlatformSwitch,
+    parse_event,
+)
 
-DOCS = {json.loads(r)["type"]: json.loads(r) for r in demo_events()}
+DOCS = {json.loads(r)["type"]: json.loads(r) for r in [*demo_events(), *sample_events()]}
 
 
 def _raw(doc: dict) -> bytes:

@@ -122,15 +122,20 @@ def test_bad_input_is_dead_lettered_on_kafka(kenv: Env) -> None:
     run(workers, until_idle=True)
     for w in workers:
         w.close()
-    assert [w.stats["events"] for w in workers] == [2, 2, 2]
+    assert [w.stats["events"] for w in workers] == [2, 2, 2, 2]
     with app.bus.consumer("inspect", [kenv.topic + DEAD_LETTER_SUFFIX]) as c:
         dead = []
         deadline = time.monotonic() + 20
-        while len(dead) < 3 and time.monotonic() < deadline:
+        while len(dead) < 4 and time.monotonic() < deadline:
             dead += c.poll(timeout=0.5)
     app.close()
-    assert len(dead) == 3 and {d.value for d in dead} == {bad}
-    assert {d.headers["consumer_group"] for d in dead} == {"comms-press", "comms-sms", "comms-email"}
+    assert len(dead) == 4 and {d.value for d in dead} == {bad}
+    assert {d.headers["consumer_group"] for d in dead} == {
+        "comms-press",
+        "comms-sms",
+        "comms-email",
+        "comms-attendance",
+    }
     assert all(d.headers["reason"].startswith("invalid JSON") for d in dead)
 
 

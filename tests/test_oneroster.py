@@ -128,3 +128,33 @@ def test_a_synthetic_roster_never_reaches_a_real_provider(tmp_path: Path) -> Non
         App.open(env, environ=real)
     App.open(env, environ={**real, "COMMS_TWILIO_API_URL": "http://127.0.0.1:9"}).close()
     App.open(env, environ={}).close()
+
+
+def test_campaign_audience_narrowed_by_grade_band_and_school(tmp_path: Path) -> None:
+    cfg = tmp_path / "campaigns.yaml"
+    cfg.write_text(
+        (ROOT / "campaigns.yaml")
+        .read_text("utf-8")
+        .replace(
+            "    audience: {select: scope, per: household}   # three children, one message",
+            "    audience: {select: scope, per: household, grades: [PK, KG, '01', '02', '03', '04', '05']}",
+        ),
+        "utf-8",
+    )
+    env = Env.from_environ(
+        {
+            "COMMS_VAR": str(tmp_path / "var"),
+            "COMMS_OUT": str(tmp_path / "out"),
+            "COMMS_CONFIG": str(cfg),
+            "COMMS_TEMPLATES": str(ROOT / "templates"),
+        }
+    )
+    app = App.open(env, environ={})
+    app.bus.publish(env.topic, demo_events()[1])  # meals, district-wide
+    workers = app.workers(["email"])
+    run(workers, until_idle=True)
+    workers[0].close()
+    keys = app.pipeline.ledger.conn.execute("SELECT recipient FROM deliveries").fetchall()
+    app.close()
+    # PK-05 in the fixture: Sofía (G01), Jean's sister Nadège (G03, G04), Noah (G06)
+    assert sorted(k for (k,) in keys) == ["G01", "G03", "G04", "G06"]

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from comms.app import App
-from comms.demo import demo_events
+from comms.demo import demo_events, sample_events
 from comms.privacy import mask_email, mask_phone
 from comms.worker import run
 
@@ -19,7 +19,7 @@ def test_masks() -> None:
 
 
 def test_pipeline_logs_hold_no_personal_data(app: App, caplog: pytest.LogCaptureFixture) -> None:
-    hostile = json.loads(demo_events()[-1])
+    hostile = json.loads(sample_events()[-1])
     hostile["data"]["student_id"] = "S9999"  # dead-lettered: its reason is logged
     app.bus.publish_many(app.env.topic, [(None, r) for r in demo_events()] + [(None, json.dumps(hostile).encode())])
     with caplog.at_level(logging.DEBUG):

@@ -9,11 +9,11 @@ import pytest
 
 from comms.app import App
 from comms.checks import render_one
-from comms.demo import demo_events
+from comms.demo import demo_events, sample_events
 from comms.events import make_event, parse_event
 from comms.render import formatting as f
 
-EVENTS = {parse_event(r).type: parse_event(r) for r in demo_events()}
+EVENTS = {parse_event(r).type: parse_event(r) for r in sample_events()}
 CAMPAIGN = {
     "platform.switch": "platform-switch",
     "meals.schedule": "meal-schedule",

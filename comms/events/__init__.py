@@ -1,7 +1,15 @@
 """Event contract: CloudEvents envelope + one pydantic model per event type."""
 
 from comms.events.envelope import MAX_EVENT_BYTES, Envelope, Event, make_event, parse_event
-from comms.events.models import EVENT_TYPES, GRADE_CODES, WEEKDAYS, AbsenceThreshold, MealsSchedule, PlatformSwitch
+from comms.events.models import (
+    EVENT_TYPES,
+    GRADE_CODES,
+    WEEKDAYS,
+    AbsenceThreshold,
+    AttendanceRecorded,
+    MealsSchedule,
+    PlatformSwitch,
+)
 
 __all__ = [
     "EVENT_TYPES",
@@ -9,6 +17,7 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "WEEKDAYS",
     "AbsenceThreshold",
+    "AttendanceRecorded",
     "Envelope",
     "Event",
     "MealsSchedule",

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from comms.errors import EventValidationError
-from comms.events.models import EVENT_TYPES, AbsenceThreshold
+from comms.events.models import EVENT_TYPES, AbsenceThreshold, AttendanceRecorded
 
 MAX_EVENT_BYTES = 256 * 1024
 
@@ -40,7 +40,7 @@ class Event:
     @property
     def key(self) -> str:
         """Partition key: one student's (or one school's) events stay in order on a partitioned bus."""
-        if isinstance(self.data, AbsenceThreshold):
+        if isinstance(self.data, AbsenceThreshold | AttendanceRecorded):
             return f"student:{self.data.student_id}"
         return "district"
 

@@ -105,8 +105,24 @@ class AbsenceThreshold(_Data):
     learning_mode: Literal["online", "schoolhouse"] | None = None
 
 
+class AttendanceRecorded(_Data):
+    """One day's attendance for one student, as the student information system records it.
+
+    A later event with the same student and date (a correction, by CloudEvent `time`) replaces it.
+    """
+
+    record_id: Identifier
+    student_id: Identifier
+    school_id: Identifier
+    date: Date
+    category: Literal["present", "excused", "unexcused", "tardy"]
+    school_year: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{4}$")]
+    learning_mode: Literal["online", "schoolhouse"] | None = None
+
+
 EVENT_TYPES: dict[str, type[_Data]] = {
     "platform.switch": PlatformSwitch,
     "meals.schedule": MealsSchedule,
     "attendance.absence-threshold": AbsenceThreshold,
+    "attendance.recorded": AttendanceRecorded,
 }
