@@ -195,18 +195,40 @@ def status() -> None:
 
 
 @app.command()
-def demo(verbose: Annotated[bool, typer.Option("-v")] = False) -> None:
+def demo(
+    students: Annotated[
+        int,
+        typer.Option("--students", help="generate a roster of N students (default: the small fixture, easy to read)"),
+    ] = 0,
+    verbose: Annotated[bool, typer.Option("-v")] = False,
+) -> None:
     """Publish the seed press releases' events, run every consumer until idle, show what came out."""
-    from comms.app import App
-    from comms.demo import DEMO_NOW, demo_events
+    import dataclasses
+
+    from comms.app import App, Env
+    from comms.demo import DEMO_NOW, attendance_stream, demo_events
     from comms.worker import run as run_workers
 
     _logging(verbose)
+    env = Env.from_environ()
+    events_raw = demo_events()
+    if students:
+        from comms.generate import generate_bundle
+        from comms.oneroster import import_bundle
+        from comms.roster import Roster
+
+        var = Path(os.environ.get("COMMS_VAR", "var"))
+        generate_bundle(var / "demo-oneroster", students)
+        import_bundle(var / "demo-oneroster", var / "demo-roster.db")
+        env = dataclasses.replace(env, roster=var / "demo-roster.db")
+        picked = sorted(Roster.load(env.roster).students.values(), key=lambda s: s.id)[:4]
+        events_raw = demo_events()[:2] + attendance_stream([(s.id, s.school_id) for s in picked])
+        out.print(f"generated and imported a synthetic roster of {students:,} students: {env.roster}")
     try:
         # The demo replays 2020: its clock is a school day at noon, so quiet hours never hold an SMS back.
         # environ={}: never the real providers, even with credentials in the shell: the families are fictional
-        a = App.open(clock=lambda: DEMO_NOW, environ={})
-        events = [parse_event(raw) for raw in demo_events()]
+        a = App.open(env, clock=lambda: DEMO_NOW, environ={})
+        events = [parse_event(raw) for raw in events_raw]
         a.bus.publish_many(a.env.topic, [(e.key, e.raw) for e in events])
         workers = a.workers_when_ready()
         run_workers(workers, until_idle=True)

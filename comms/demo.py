@@ -71,9 +71,18 @@ ATTENDANCE = [
 ]
 
 
-def attendance_stream() -> list[bytes]:
+def attendance_stream(students: list[tuple[str, str]] | None = None) -> list[bytes]:
+    """The demo's attendance records; `students` (id, school) replaces the fixture's four students."""
+    plan = (
+        ATTENDANCE
+        if students is None
+        else [
+            (sid, school, absences, mode)
+            for (sid, school), (_, _, absences, mode) in zip(students, ATTENDANCE, strict=False)
+        ]
+    )
     out = []
-    for sid, school, absences, mode in ATTENDANCE:
+    for sid, school, absences, mode in plan:
         for n in range(absences + 3):  # a few present days among the absences
             day = dt.date(2020, 10, 1) + dt.timedelta(days=n)
             category = "unexcused" if n < absences else "present"

@@ -138,3 +138,19 @@ def test_demo_never_uses_real_providers(env: Env) -> None:
         assert r.returncode == 0, r.stderr.decode()
         assert tw.requests == 0 and sg.requests == 0
     assert len(list((env.out / "outbox" / "sms").glob("*.txt"))) == 15
+
+
+def test_demo_on_a_generated_roster(env: Env, tmp_path: Path) -> None:
+    e = {**os.environ, **env_vars(env), "COMMS_VAR": str(tmp_path / "var")}
+    r = subprocess.run(
+        [sys.executable, "-m", "comms.cli", "demo", "--students", "300"],
+        env=e,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr.decode()
+    assert "synthetic roster of 300 students" in r.stdout.decode()
+    sms = list((env.out / "outbox" / "sms").glob("*.txt"))
+    assert len(sms) > 150  # households of a generated district, not the 8 fixture families
+    assert any(p.name.startswith("show-up-") for p in sms)  # tiers counted from the attendance stream
