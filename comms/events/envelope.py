@@ -85,6 +85,10 @@ def parse_event(raw: bytes | str) -> Event:
         raise EventValidationError(f"event is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
         raise EventValidationError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        # {"a": {"a": ... thousands deep: json raises RecursionError, which would crash the consumer on
+        # every restart (a poison pill) if it were not turned into a reason here
+        raise EventValidationError("invalid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise EventValidationError(f"event must be a JSON object, not {type(doc).__name__}")
     try:

@@ -1,0 +1,149 @@
+"""A corpus of malformed and hostile events: each is dead-lettered with a reason or renders safely,
+the pipeline keeps running, and the valid events around them are all delivered."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from comms.app import App, Env
+from comms.bus import DEAD_LETTER_SUFFIX
+from comms.demo import DEMO_NOW, demo_events, sample_events
+from comms.worker import run
+from tests.conftest import ROOT
+
+SWITCH, MEALS, THRESHOLD = (json.loads(e) for e in sample_events())
+
+
+def _with(doc: dict, path: str, value: object) -> bytes:
+    d = copy.deepcopy(doc)
+    d["id"] = f"{d['id']}-{abs(hash((path, repr(value)))) % 10**8}"
+    node = d
+    *parents, last = path.split(".")
+    for p in parents:
+        node = node[p]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return json.dumps(d, ensure_ascii=False).encode()
+
+
+DELETE = object()
+HUGE = "x" * 300_000
+
+MALFORMED: list[bytes] = [
+    b"",
+    b" ",
+    b"{",
+    b'{"specversion": "1.0"',
+    b"null",
+    b"42",
+    b'"a string"',
+    b"[]",
+    b"\xff\xfe\x00",
+    b"\x00\x01\x02",
+    HUGE.encode(),
+    b'{"a": ' * 5000,
+    json.dumps({**SWITCH, "data": HUGE[:1000]}).encode(),
+    _with(SWITCH, "type", "platform.switched"),
+    _with(SWITCH, "type", ""),
+    _with(SWITCH, "specversion", "0.3"),
+    _with(SWITCH, "id", ""),
+    _with(SWITCH, "source", ""),
+    _with(SWITCH, "time", "yesterday"),
+    _with(SWITCH, "time", "2020-09-02T22:00:00"),
+    _with(SWITCH, "datacontenttype", "text/xml"),
+    _with(SWITCH, "data", None),
+    _with(SWITCH, "data", []),
+    _with(SWITCH, "data.grades", "06"),
+    _with(SWITCH, "data.grades", ["13"]),
+    _with(SWITCH, "data.grades", []),
+    _with(SWITCH, "data.grades", [6]),
+    _with(SWITCH, "data.effective_date", "2020-02-30"),
+    _with(SWITCH, "data.effective_date", "9999-01-01"),
+    _with(SWITCH, "data.effective_date", 20200903),
+    _with(SWITCH, "data.to_platform", ""),
+    _with(SWITCH, "data.to_platform", "x" * 121),
+    _with(SWITCH, "data.to_platform", "Teams\x00"),
+    _with(SWITCH, "data.to_platform", "Teams\x1b[31m"),
+    _with(SWITCH, "data.reason", "because"),
+    _with(SWITCH, "data.instructions_url", "javascript:alert(1)"),
+    _with(SWITCH, "data.schools", ["no such"]),
+    _with(SWITCH, "data.schools", ["9999"]),
+    _with(SWITCH, "data.extra", {"a": 1}),
+    _with(MEALS, "data.days", ["funday"]),
+    _with(MEALS, "data.days", ["tuesday", "tuesday"]),
+    _with(MEALS, "data.start_time", "4pm"),
+    _with(MEALS, "data.end_time", "15:00"),
+    _with(MEALS, "data.sites", "some"),
+    _with(MEALS, "data.sites", ["8888"]),
+    _with(MEALS, "data.effective_until", "2020-08-01"),
+    _with(MEALS, "data.meals", ["brunch"]),
+    _with(MEALS, "data.eligibility", "everyone"),
+    _with(THRESHOLD, "data.student_id", "S9999"),
+    _with(THRESHOLD, "data.school_id", "7001"),
+    _with(THRESHOLD, "data.tier", "platinum"),
+    _with(THRESHOLD, "data.absences", 2),
+    _with(THRESHOLD, "data.absences", -5),
+    _with(THRESHOLD, "data.absences", 10**9),
+    _with(THRESHOLD, "data.school_year", "2020/2021"),
+    _with(THRESHOLD, "data.as_of", "1899-12-31"),
+    _with(THRESHOLD, "data", {}),
+]
+
+# Valid but hostile: they must render as text, never as template code or markup.
+HOSTILE: list[bytes] = [
+    _with(SWITCH, "data.to_platform", "{{ 7*7 }}"),
+    _with(SWITCH, "data.to_platform", "{% for x in range(9) %}x{% endfor %}"),
+    _with(SWITCH, "data.to_platform", "<script>alert(1)</script>"),
+    _with(SWITCH, "data.to_platform", "Teams 🎓📚 and emoji"),
+    _with(SWITCH, "data.to_platform", "מיקרוסופט טימס \u202eRTL"),
+    _with(SWITCH, "data.from_platform", "{{ ''.__class__.__mro__ }}"),
+    _with(SWITCH, "data.reason_detail", "<img src=x onerror=alert(1)> & \"quotes\" 'single'"),
+]
+
+
+def test_corpus_is_dead_lettered_or_rendered_safely(tmp_path: Path) -> None:
+    assert len(MALFORMED) + len(HOSTILE) >= 50
+    env = Env.from_environ(
+        {
+            "COMMS_VAR": str(tmp_path / "var"),
+            "COMMS_OUT": str(tmp_path / "out"),
+            "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
+            "COMMS_TEMPLATES": str(ROOT / "templates"),
+        }
+    )
+    app = App.open(env, clock=lambda: DEMO_NOW, environ={})
+    valid = demo_events()[:2]
+    stream = []
+    for i, bad in enumerate(MALFORMED + HOSTILE):
+        stream.append(bad)
+        if i % 10 == 0:
+            stream.append(valid[(i // 10) % 2])  # valid events among the bad ones (repeats are deduplicated)
+    app.bus.publish_many(env.topic, [(None, e) for e in stream])
+    workers = app.workers(["press", "sms", "email"])
+    run(workers, until_idle=True)
+    for w in workers:
+        w.close()
+    with app.bus.consumer("inspect", [env.topic + DEAD_LETTER_SUFFIX]) as c:
+        dead = c.poll(max_records=10_000, timeout=0.5)
+    counts = app.pipeline.ledger.counts()
+    app.close()
+    per_group = {g: [d for d in dead if d.headers["consumer_group"] == g] for g in ("comms-press", "comms-sms")}
+    for group, items in per_group.items():
+        assert len(items) == len(MALFORMED), group  # every malformed event, once per group
+        assert {d.value for d in items} == set(MALFORMED)
+        assert all(d.headers["reason"] for d in items)
+    # the valid events and the hostile-but-valid ones were all delivered
+    sent_switch = sum(n for cid, ch, _, st, n in counts if cid == "platform-switch" and ch == "sms" and st == "sent")
+    assert sent_switch == 5 * (1 + len(HOSTILE))  # the demo's five SMS families, for each distinct switch event
+    out = tmp_path / "out"
+    texts = "\n".join(p.read_text("utf-8") for p in out.rglob("*") if p.is_file())
+    assert "{{ 7*7 }}" in texts and "49" not in texts.replace("2049", "")
+    assert "{% for x in range(9) %}" in texts and "xxxxxxxxx" not in texts
+    html = "\n".join(p.read_text("utf-8") for p in out.rglob("*.html"))
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+    assert "<img src=x" not in html
+    assert "__mro__" in texts  # printed as typed, never evaluated
