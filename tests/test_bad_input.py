@@ -4,6 +4,7 @@ the pipeline keeps running, and the valid events around them are all delivered."
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from pathlib import Path
 
@@ -16,9 +17,12 @@ from tests.conftest import ROOT
 SWITCH, MEALS, THRESHOLD = (json.loads(e) for e in sample_events())
 
 
+_ids = itertools.count()
+
+
 def _with(doc: dict, path: str, value: object) -> bytes:
     d = copy.deepcopy(doc)
-    d["id"] = f"{d['id']}-{abs(hash((path, repr(value)))) % 10**8}"
+    d["id"] = f"{d['id']}-corpus{next(_ids)}"  # deterministic and distinct
     node = d
     *parents, last = path.split(".")
     for p in parents:
@@ -141,7 +145,7 @@ def test_corpus_is_dead_lettered_or_rendered_safely(tmp_path: Path) -> None:
     assert sent_switch == 5 * (1 + len(HOSTILE))  # the demo's five SMS families, for each distinct switch event
     out = tmp_path / "out"
     texts = "\n".join(p.read_text("utf-8") for p in out.rglob("*") if p.is_file())
-    assert "{{ 7*7 }}" in texts and "49" not in texts.replace("2049", "")
+    assert "use {{ 7*7 }} for live classes" in texts and "use 49 for" not in texts  # the SMS sentence
     assert "{% for x in range(9) %}" in texts and "xxxxxxxxx" not in texts
     html = "\n".join(p.read_text("utf-8") for p in out.rglob("*.html"))
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html

@@ -95,7 +95,7 @@ def test_invalid_names_the_field(type_: str, path: str, value: object, expected:
         (b"[1, 2]", "must be a JSON object"),
         (b"\xff\xfe{}", "not UTF-8"),
         (b" " * (MAX_EVENT_BYTES + 1), "more than the"),
-    (b'{"a": ' * 5000, "nested too deeply"),
+        (b'{"a": ' * 5000, "nested too deeply"),
     ],
 )
 def test_unparseable(raw: bytes, expected: str) -> None:
