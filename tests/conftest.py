@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Iterator
@@ -92,3 +93,22 @@ def demo() -> list[bytes]:
 
 def event_doc(raw: bytes) -> dict:
     return json.loads(raw)
+
+
+DELETE = object()  # as a value for mutated(): remove the field
+
+
+def mutated(doc: dict, path: str, value: object, new_id: str | None = None) -> bytes:
+    """The event `doc` with the field at dotted `path` set to `value` (or removed), as JSON bytes."""
+    d = copy.deepcopy(doc)
+    if new_id is not None:
+        d["id"] = new_id
+    *parents, last = path.split(".")
+    node = d
+    for p in parents:
+        node = node[p]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return json.dumps(d, ensure_ascii=False).encode()

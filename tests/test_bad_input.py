@@ -3,7 +3,6 @@ the pipeline keeps running, and the valid events around them are all delivered."
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 from pathlib import Path
@@ -12,7 +11,7 @@ from comms.app import App, Env
 from comms.bus import DEAD_LETTER_SUFFIX
 from comms.demo import DEMO_NOW, demo_events, sample_events
 from comms.worker import run
-from tests.conftest import ROOT
+from tests.conftest import ROOT, mutated
 
 SWITCH, MEALS, THRESHOLD = (json.loads(e) for e in sample_events())
 
@@ -21,20 +20,9 @@ _ids = itertools.count()
 
 
 def _with(doc: dict, path: str, value: object) -> bytes:
-    d = copy.deepcopy(doc)
-    d["id"] = f"{d['id']}-corpus{next(_ids)}"  # deterministic and distinct
-    node = d
-    *parents, last = path.split(".")
-    for p in parents:
-        node = node[p]
-    if value is DELETE:
-        del node[last]
-    else:
-        node[last] = value
-    return json.dumps(d, ensure_ascii=False).encode()
+    return mutated(doc, path, value, new_id=f"{doc['id']}-corpus{next(_ids)}")  # deterministic and distinct
 
 
-DELETE = object()
 HUGE = "x" * 300_000
 
 MALFORMED: list[bytes] = [

@@ -16,6 +16,7 @@ from comms.events import (
     PlatformSwitch,
     parse_event,
 )
+from tests.conftest import DELETE, mutated
 
 DOCS = {json.loads(r)["type"]: json.loads(r) for r in [*demo_events(), *sample_events()]}
 
@@ -39,19 +40,8 @@ def test_each_type_valid(type_: str, model: type) -> None:
 
 
 def _mutate(type_: str, path: str, value: object) -> bytes:
-    doc = copy.deepcopy(DOCS[type_])
-    *parents, last = path.split(".")
-    node = doc
-    for p in parents:
-        node = node[p]
-    if value is DELETE:
-        del node[last]
-    else:
-        node[last] = value
-    return _raw(doc)
+    return mutated(DOCS[type_], path, value)
 
-
-DELETE = object()
 
 INVALID = [
     ("platform.switch", "data.grades", ["06", "13"], "data.grades[1]"),

@@ -179,6 +179,7 @@ class KafkaBus(Bus):
         self._known: set[str] = set()
         self._producer: KafkaProducer | None = None
         self._admin: KafkaAdminClient | None = None
+        self._probe: KafkaConsumer | None = None
 
     @classmethod
     def from_url(cls, url: str) -> KafkaBus:
@@ -258,14 +259,14 @@ class KafkaBus(Bus):
         return KafkaBusConsumer(self, group, topics)
 
     def lag(self, group: str, topic: str) -> tuple[int, int]:
-        probe = KafkaConsumer(**self.client_kwargs)
-        try:
-            parts = probe.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in parts]
-            ends = probe.end_offsets(tps) if tps else {}
-            starts = probe.beginning_offsets(tps) if tps else {}
-        finally:
-            probe.close()
+        # `run --until-idle` asks this for every worker on every idle round: one client, not one per call
+        if self._probe is None:
+            self._probe = KafkaConsumer(**self.client_kwargs)
+        probe = self._probe
+        parts = probe.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        ends = probe.end_offsets(tps) if tps else {}
+        starts = probe.beginning_offsets(tps) if tps else {}
         committed = self.admin.list_group_offsets({group: None}).get(group, {}) if group != "-" else {}
         total = sum(ends[tp] - starts[tp] for tp in tps)
         done = sum(max(0, committed[tp].offset - starts[tp]) for tp in tps if tp in committed)
@@ -279,3 +280,5 @@ class KafkaBus(Bus):
             self._producer.close()
         if self._admin is not None:
             self._admin.close()
+        if self._probe is not None:
+            self._probe.close()
