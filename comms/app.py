@@ -102,6 +102,7 @@ def build_channels(env: Env, environ: Mapping[str, str] | None = None) -> dict[s
             sender=e["COMMS_EMAIL_FROM"],
             sender_name=e.get("COMMS_EMAIL_FROM_NAME") or None,
             api_url=e.get("COMMS_SENDGRID_API_URL") or None,
+            reconcile_after=float(e.get("COMMS_SENDGRID_RECONCILE_AFTER", "120")),
         )
     else:
         channels["email"] = load_channel("outbox", directory=env.out / "outbox", channel="email")

@@ -2,12 +2,22 @@
 
 They bind 127.0.0.1 on a free port, record every accepted message, and inject faults on request:
 a share of 429/500 answers (with Retry-After), slow answers, opted-out and invalid numbers.
+
+`python -m comms.devservers [--light] [--latency S] [--fail-rate R]` runs both in their own process
+(so a benchmark's servers do not share the pipeline's GIL), prints their URLs as one JSON line, and
+answers `GET /__stats` with what each has accepted. `--light` keeps counts per recipient instead of
+whole messages, for district-scale runs.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import random
+import re
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -34,6 +44,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client killed mid-request (the crash tests do it on purpose) is not a server error
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 class FakeProvider:
     def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
@@ -41,6 +56,10 @@ class FakeProvider:
         self.lock = threading.Lock()
         self.requests = 0
         self.errors_sent = 0
+        self.light = False  # keep only counts per recipient (district-scale benchmarks)
+        self.accepted: Counter[str] = Counter()  # recipient -> messages accepted
+        self.copies: Counter[str] = Counter()  # message (recipient and content) -> times accepted
+        self.first_at = self.last_at = 0.0  # wall clock of the first and the last accepted message
         self.httpd = _Server(("127.0.0.1", 0), handler)
         self.httpd.provider = self  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -70,6 +89,29 @@ class FakeProvider:
             time.sleep(delay)
         return status
 
+    def record(self, messages: list[tuple[str, str]]) -> None:
+        """Count accepted (recipient, content id) pairs; the caller holds `lock`."""
+        self.accepted.update(to for to, _ in messages)
+        self.copies.update(f"{to}\x1f{what}" for to, what in messages)
+        self.last_at = time.time()
+        self.first_at = self.first_at or self.last_at
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "accepted": self.accepted.total(),
+                "recipients": len(self.accepted),
+                "duplicates": sum(n - 1 for n in self.copies.values() if n > 1),
+                "requests": self.requests,
+                "errors_sent": self.errors_sent,
+                "first_at": self.first_at,
+                "last_at": self.last_at,
+            }
+
+    def per_recipient(self) -> Counter[str]:
+        with self.lock:
+            return Counter(self.accepted)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -96,6 +138,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+    def _stats(self) -> bool:
+        if self.path != "/__stats":
+            return False
+        self._reply(200, self.provider.stats())
+        return True
 
     def _injected(self) -> bool:
         status = self.provider.fault()
@@ -144,11 +192,15 @@ class _TwilioHandler(_Handler):
             "uri": f"/2010-04-01/Accounts/{parts[3]}/Messages/{sid}.json",
         }
         with p.lock:
-            p.messages.append(msg)
-            p.by_to[to].append(msg)
+            p.record([(to, form.get("Body", ""))])
+            if not p.light:
+                p.messages.append(msg)
+                p.by_to[to].append(msg)
         return self._reply(201, msg)
 
     def do_GET(self) -> None:  # noqa: N802
+        if self._stats():
+            return
         u = urlsplit(self.path)
         q = {k: v[0] for k, v in parse_qs(u.query).items()}
         p: FakeTwilio = self.provider
@@ -177,12 +229,37 @@ class FakeTwilio(FakeProvider):
         self.opted_out: set[str] = set()
         self.invalid: set[str] = set()
 
-    def per_recipient(self) -> Counter[str]:
-        with self.lock:
-            return Counter(m["to"] for m in self.messages)
-
 
 class _SendGridHandler(_Handler):
+    def do_GET(self) -> None:  # noqa: N802
+        if self._stats():
+            return None
+        u = urlsplit(self.path)
+        if u.path != "/v3/messages":
+            return self._reply(404, {"errors": [{"message": "not found"}]})
+        p: FakeSendGrid = self.provider
+        if not p.activity:  # an account without the Email Activity add-on
+            return self._reply(403, {"errors": [{"field": None, "message": "access forbidden"}]})
+        if self._injected():
+            return None
+        q = {k: v[0] for k, v in parse_qs(u.query).items()}
+        # the one query the pipeline makes: the messages of one request, by its custom arg
+        m = re.fullmatch(r"unique_args\['(\w+)'\]=\"([^\"]*)\"", q.get("query", ""))
+        if not m or m.group(1) != "request":
+            return self._reply(400, {"errors": [{"field": "query", "message": "unsupported query"}]})
+        with p.lock:
+            found = list(p.by_request.get(m.group(2), ()))
+        limit = int(q.get("limit", 10))
+        return self._reply(
+            200,
+            {
+                "messages": [
+                    {"msg_id": mid, "to_email": to, "status": "processing", "opens_count": 0, "clicks_count": 0}
+                    for to, mid in found[:limit]
+                ]
+            },
+        )
+
     def do_POST(self) -> None:  # noqa: N802
         body = self._body()
         if urlsplit(self.path).path != "/v3/mail/send":
@@ -201,7 +278,14 @@ class _SendGridHandler(_Handler):
         msg_id = uuid.uuid4().hex[:22]
         with p.lock:
             p.batches.append(len(pers))
-            for per in pers:
+            # a personalization's ledger_key names the message; without one, the subject stands in
+            p.record(
+                [(per["to"][0]["email"], per.get("custom_args", {}).get("ledger_key", doc["subject"])) for per in pers]
+            )
+            rid = doc.get("custom_args", {}).get("request")
+            if rid and not p.light:
+                p.by_request[rid].extend((per["to"][0]["email"], f"{msg_id}.{i}") for i, per in enumerate(pers))
+            for per in pers if not p.light else ():
                 p.deliveries.append(
                     {
                         "to": per["to"][0]["email"],
@@ -224,7 +308,28 @@ class FakeSendGrid(FakeProvider):
         super().__init__(_SendGridHandler)
         self.batches: list[int] = []
         self.deliveries: list[dict[str, Any]] = []
+        self.by_request: dict[str, list[tuple[str, str]]] = defaultdict(list)  # for the Email Activity API
+        self.activity = True  # False: answer /v3/messages 403, as for an account without the add-on
 
-    def per_recipient(self) -> Counter[str]:
-        with self.lock:
-            return Counter(d["to"] for d in self.deliveries)
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m comms.devservers", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--light", action="store_true", help="count per recipient instead of keeping messages")
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds every answer waits (a real round trip)")
+    ap.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 429 or 500")
+    args = ap.parse_args(argv)
+    with FakeTwilio() as tw, FakeSendGrid() as sg:
+        for p in (tw, sg):
+            p.light = args.light
+            p.faults.fail_rate = args.fail_rate
+            p.faults.slow_rate, p.faults.slow_seconds = (1.0, args.latency) if args.latency else (0.0, 0.0)
+        print(json.dumps({"twilio": tw.url, "sendgrid": sg.url}), flush=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

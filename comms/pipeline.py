@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,11 +20,13 @@ from comms.errors import EventValidationError, PermanentDeliveryError, Transient
 from comms.events import AbsenceThreshold, Event
 from comms.ledger import FINAL, Entry, Ledger, Row, delivery_key, message_payload
 from comms.privacy import mask
-from comms.render import Renderer
+from comms.render import Rendered, Renderer
 from comms.roster import Recipient, Roster
 
 log = logging.getLogger("comms.pipeline")
 OPTED_OUT_CODES = {"21610"}  # Twilio: the recipient replied STOP
+PERSONAL = frozenset({"guardian", "students", "*"})  # context a per-family template reads
+PARTIAL_RETRY = 0.1  # seconds: some messages went through, the provider is only shedding load
 
 Clock = Callable[[], dt.datetime]
 
@@ -56,10 +59,12 @@ class Pipeline:
         ledger: Ledger,
         channels: dict[str, Channel],
         clock: Clock = utc_now,
+        chunk: int = 5000,
     ) -> None:
         self.settings, self.roster, self.renderer, self.ledger = settings, roster, renderer, ledger
         self.channels = channels
         self.clock = clock
+        self.chunk = chunk  # recipients ledgered, rendered and sent at a time
 
     # -- audience -------------------------------------------------------------------------------------
     def _targets(self, channel: str, campaign: Campaign, event: Event) -> list[Target]:
@@ -161,72 +166,106 @@ class Pipeline:
             if chcfg is None:
                 continue
             targets = self._targets(channel, campaign, event)
-            issued = event.time.astimezone(self.settings.district.tz).date()
-            keyed = {delivery_key(event.uid, cid, channel, t.key): t for t in targets}
-            rows = self.ledger.open(
-                Entry(
-                    k,
-                    event.uid,
-                    event.type,
-                    cid,
-                    channel,
-                    t.key,
-                    t.lang,
-                    t.recipient.guardian.id if t.recipient else None,
-                    t.to,
-                )
-                for k, t in keyed.items()
-            )
-            # deferred rows belong to the release loop; final rows are done
-            todo = {k: t for k, t in keyed.items() if rows[k].state not in FINAL and rows[k].state != "deferred"}
-            outcome["already_done"] += len(keyed) - len(todo)
-            listed = (
-                self.ledger.suppressed(channel, [t.to for t in todo.values() if t.to and not t.suppressed])
-                if channel != "press_release"
-                else {}
-            )
-            suppressed = [
-                (k, "suppressed", None, t.suppressed or f"opted_out: {listed[t.to]}")
-                for k, t in todo.items()
-                if t.suppressed or (t.to and t.to in listed)
-            ]
-            self.ledger.mark(suppressed)
-            outcome["suppressed"] += len(suppressed)
-            done = {k for k, *_ in suppressed}
-            messages = []
-            for k, t in todo.items():
-                if k in done:
-                    continue
-                r = self.renderer.render(
-                    channel, chcfg.template, t.lang, self.context(cid, campaign, event, t.lang, t.recipient)
-                )
-                # Press drafts: one name per event and campaign, the language as suffix (…-ab12cd34.es.md)
-                to = t.to or f"{issued.isoformat()}-{cid}-{delivery_key(event.uid, cid, '', '')[:8]}.{t.lang}"
-                meta = {"approval": "required"} if chcfg.approval else {}
-                if chcfg.unsubscribe_group:
-                    meta["unsubscribe_group"] = str(chcfg.unsubscribe_group)
-                messages.append(
-                    Message(
-                        k,
-                        channel,
-                        cid,
-                        event.uid,
-                        t.lang,
-                        to,
-                        r.parts,
-                        r.subject,
-                        campaign.priority,
-                        meta,
-                        t.recipient.guardian.id if t.recipient else None,
+            # Mass messages that read nothing personal are rendered once per language.
+            personal = bool(PERSONAL & self.renderer_reads(channel, chcfg.template, targets))
+            rendered: dict[str, Rendered] = {}
+            # Chunks bound the memory a district-wide fan-out needs, and let the first families'
+            # messages go out while the last ones are still being ledgered.
+            for i in range(0, len(targets), self.chunk):
+                sent_before = outcome["sent"]
+                try:
+                    self._handle_chunk(
+                        event, channel, cid, campaign, targets[i : i + self.chunk], personal, rendered, outcome
                     )
-                )
-            try:
-                outcome.update(self.deliver(channel, messages, rows))
-            except TransientDeliveryError as exc:
-                transient = transient or exc
+                except TransientDeliveryError as exc:
+                    transient = transient or exc
+                    if outcome["sent"] == sent_before:
+                        raise  # nothing got through: the provider is down, stop plowing through chunks
         if transient is not None:
             raise transient
         return outcome
+
+    def renderer_reads(self, channel: str, template: str, targets: list[Target]) -> frozenset[str]:
+        langs = {t.lang for t in targets}
+        return frozenset().union(*(self.renderer.reads(channel, template, lang) for lang in langs))
+
+    def _handle_chunk(
+        self,
+        event: Event,
+        channel: str,
+        cid: str,
+        campaign: Campaign,
+        targets: list[Target],
+        personal: bool,
+        rendered: dict[str, Rendered],
+        outcome: Counter[str],
+    ) -> None:
+        chcfg = getattr(campaign.channels, channel)
+        issued = event.time.astimezone(self.settings.district.tz).date()
+        keyed = {delivery_key(event.uid, cid, channel, t.key): t for t in targets}
+        rows = self.ledger.open(
+            Entry(
+                k,
+                event.uid,
+                event.type,
+                cid,
+                channel,
+                t.key,
+                t.lang,
+                t.recipient.guardian.id if t.recipient else None,
+                t.to,
+            )
+            for k, t in keyed.items()
+        )
+        # deferred rows belong to the release loop; final rows are done
+        todo = {k: t for k, t in keyed.items() if rows[k].state not in FINAL and rows[k].state != "deferred"}
+        outcome["already_done"] += len(keyed) - len(todo)
+        listed = (
+            self.ledger.suppressed(channel, [t.to for t in todo.values() if t.to and not t.suppressed])
+            if channel != "press_release"
+            else {}
+        )
+        suppressed = [
+            (k, "suppressed", None, t.suppressed or f"opted_out: {listed[t.to]}")
+            for k, t in todo.items()
+            if t.suppressed or (t.to and t.to in listed)
+        ]
+        self.ledger.mark(suppressed)
+        outcome["suppressed"] += len(suppressed)
+        done = {k for k, *_ in suppressed}
+        meta = {"approval": "required"} if chcfg.approval else {}
+        if chcfg.unsubscribe_group:
+            meta["unsubscribe_group"] = str(chcfg.unsubscribe_group)
+        messages = []
+        for k, t in todo.items():
+            if k in done:
+                continue
+            r = rendered.get(t.lang) if not personal else None
+            if r is None:
+                r = self.renderer.render(
+                    channel, chcfg.template, t.lang, self.context(cid, campaign, event, t.lang, t.recipient)
+                )
+                outcome["rendered"] += 1
+                if not personal:
+                    rendered[t.lang] = r
+            # Press drafts: one name per event and campaign, the language as suffix (…-ab12cd34.es.md)
+            to = t.to or f"{issued.isoformat()}-{cid}-{delivery_key(event.uid, cid, '', '')[:8]}.{t.lang}"
+            messages.append(
+                Message(
+                    k,
+                    channel,
+                    cid,
+                    event.uid,
+                    t.lang,
+                    to,
+                    r.parts,
+                    r.subject,
+                    campaign.priority,
+                    meta,
+                    t.recipient.guardian.id if t.recipient else None,
+                )
+            )
+        self.deliver(channel, messages, rows, out=outcome)
 
     def release_due(self, channel: str, limit: int = 500) -> Counter[str]:
         """Send the deferred messages whose quiet hours are over."""
@@ -245,14 +284,40 @@ class Pipeline:
         return out
 
     def deliver(
-        self, channel: str, messages: Sequence[Message], rows: dict[str, Row], releasing: bool = False
+        self,
+        channel: str,
+        messages: Sequence[Message],
+        rows: dict[str, Row],
+        releasing: bool = False,
+        out: Counter[str] | None = None,
     ) -> Counter[str]:
-        out: Counter[str] = Counter()
+        """Send and ledger `messages`; counts by outcome go into `out`, which keeps them when a
+        TransientDeliveryError is raised for the ones still to retry."""
+        out = Counter() if out is None else out
         if not messages:
             return out
         provider = self.channels[channel]
         # 1. A crash left these in `sending`: ask the provider before sending again.
+        # What was ledgered before the crash is what may have gone out: reconcile and resend that
+        # (for SendGrid it holds the request id).
+        messages = [
+            Message(**payload) if rows[m.key].state == "sending" and (payload := rows[m.key].payload) else m
+            for m in messages
+        ]
         crashed = [m for m in messages if rows[m.key].state == "sending"]
+        # The provider's record may lag its sends: wait until it can tell "sent" from "lost".
+        settling = [m for m in crashed if time.time() - rows[m.key].updated < provider.reconcile_after]
+        settle: TransientDeliveryError | None = None
+        if settling:
+            wait = max(provider.reconcile_after - (time.time() - rows[m.key].updated) for m in settling)
+            settle = TransientDeliveryError(
+                f"{len(settling)} message(s) interrupted by a crash: the provider's records settle in {wait:.0f}s",
+                retry_after=wait,
+            )
+            later = {m.key for m in settling}
+            crashed = [m for m in crashed if m.key not in later]
+            messages = [m for m in messages if m.key not in later]
+            out["settling"] += len(settling)
         if crashed:
             found = provider.reconcile(crashed)
             recovered = {m.key: f for m, f in zip(crashed, found, strict=True) if f is not None}
@@ -287,11 +352,20 @@ class Pipeline:
             self.ledger.mark(capped)
             out["capped"] += len(capped)
             messages = allowed
-        if not messages:
-            return out
+        if messages:
+            self._send(channel, provider, messages, day, releasing, out)
+        if settle is not None:
+            raise settle
+        return out
+
+    def _send(
+        self, channel: str, provider: Channel, messages: list[Message], day: str, releasing: bool, out: Counter[str]
+    ) -> None:
         # 4. Record the attempt, then send.
+        messages = provider.prepare(messages)
         self.ledger.mark_sending((m.key, message_payload(m), day) for m in messages)
         results = provider.send(messages)
+        sent = sum(1 for r in results if r.ok)
         marks, optouts = [], []
         transient: TransientDeliveryError | None = None
         for m, res in zip(messages, results, strict=True):
@@ -312,9 +386,8 @@ class Pipeline:
         self.ledger.mark(marks)
         self.ledger.suppress(optouts)
         if transient is not None:
-            if out["sent"] and transient.retry_after is None:
+            if sent and transient.retry_after is None:
                 # Some went through: the provider is up and only shedding load, so come back soon.
                 # (When nothing gets through, the worker backs off exponentially instead.)
-                raise TransientDeliveryError(str(transient), transient.code, retry_after=0.1)
+                raise TransientDeliveryError(str(transient), transient.code, retry_after=PARTIAL_RETRY)
             raise transient
-        return out

@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
+#: Provider SDK loggers that print personal data or secrets: twilio logs every request's URL and
+#: query (a message lookup's holds the phone number) at INFO, eight lines per SMS; sendgrid's
+#: python_http_client logs payloads (every address) and headers (the API key) at DEBUG.
+SDK_LOGGERS = ("twilio", "python_http_client")
+
+
+def quiet_sdk_loggers() -> None:
+    """Only the SDKs' warnings and errors reach our logs (called by the channels that use them)."""
+    for name in SDK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
 
 def mask_phone(phone: str | None) -> str:
     """+13055550101 -> +1*******0101"""

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -12,8 +14,78 @@ from comms.app import App, Env
 from comms.bus import Bus, open_bus
 from comms.demo import demo_events
 from comms.devbroker import free_port, noida_kafka  # noqa: F401 - tests import them from here
+from comms.devservers import FakeSendGrid, FakeTwilio
+from tests.rosters import write_roster
 
 ROOT = Path(__file__).resolve().parent.parent
+MIAMI = ZoneInfo("America/New_York")
+NOON = dt.datetime(2026, 11, 24, 12, 0, tzinfo=MIAMI)
+SWITCH, MEALS = demo_events()[0], demo_events()[1]  # emergency platform switch; normal meal schedule
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--scale", type=float, default=1.0, help="multiply the reliability suite's sizes (default 1: fast)"
+    )
+
+
+@pytest.fixture
+def scale(request: pytest.FixtureRequest) -> float:
+    return float(request.config.getoption("--scale"))
+
+
+class Clock:
+    """A settable clock for quiet hours and daily caps."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture
+def providers() -> Iterator[tuple[FakeTwilio, FakeSendGrid]]:
+    """Local servers of the Twilio and SendGrid APIs, in this process."""
+    with FakeTwilio() as tw, FakeSendGrid() as sg:
+        yield tw, sg
+
+
+def provider_env(tw: FakeTwilio, sg: FakeSendGrid, rate: str = "0") -> dict[str, str]:
+    return {
+        "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+        "TWILIO_AUTH_TOKEN": "token",
+        "TWILIO_MESSAGING_SERVICE_SID": "MG" + "2" * 32,
+        "COMMS_TWILIO_API_URL": tw.url,
+        "SENDGRID_API_KEY": "SG.test",
+        "COMMS_EMAIL_FROM": "news@dadeschools.net",
+        "COMMS_SENDGRID_API_URL": sg.url,
+        "COMMS_SMS_RATE": rate,
+    }
+
+
+def make_env(tmp_path: Path, families: int, **extra: str) -> Env:
+    """An environment whose roster has `families` generated families (one child in grades 6-12 each)."""
+    return Env.from_environ(
+        {
+            "COMMS_VAR": str(tmp_path / "var"),
+            "COMMS_OUT": str(tmp_path / "out"),
+            "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
+            "COMMS_TEMPLATES": str(ROOT / "templates"),
+            "COMMS_ROSTER": str(write_roster(tmp_path / "roster.json", families)),
+            **extra,
+        }
+    )
+
+
+def copies(raw: bytes, n: int, same_id: bool = False) -> list[bytes]:
+    """n copies of an event: retries with its id, or look-alikes with new ids."""
+    doc = json.loads(raw)
+    out = []
+    for i in range(n):
+        doc["id"] = doc["id"] if same_id else f"{json.loads(raw)['id']}-copy{i}"
+        out.append(json.dumps(doc).encode())
+    return out
 
 
 @pytest.fixture

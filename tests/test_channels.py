@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Iterator
 
 import pytest
 
 from comms.channels.base import Message
 from comms.channels.segments import sms_size
-from comms.channels.sendgrid_email import SendGridEmailChannel, mail_payload
+from comms.channels.sendgrid_email import SendGridEmailChannel, activity_query, mail_payload
 from comms.channels.twilio_sms import TwilioSmsChannel, sms_params
 from comms.devservers import FakeSendGrid, FakeTwilio
 from comms.errors import PermanentDeliveryError, TransientDeliveryError
@@ -76,6 +78,16 @@ def test_mail_payload_is_pinned() -> None:
     }
     with pytest.raises(ValueError, match="1000 at most"):
         mail_payload([email(i) for i in range(1001)], sender="x@example.org")
+    stamped = dataclasses.replace(email(1), meta={"request": "r1"})
+    assert mail_payload([stamped], sender="x@example.org")["custom_args"] == {
+        "event": "src#id",
+        "language": "es",
+        "request": "r1",
+    }
+
+
+def test_activity_query_is_pinned() -> None:
+    assert activity_query("ab12") == {"limit": 1000, "query": "unique_args['request']=\"ab12\""}
 
 
 def test_twilio_one_result_per_message_with_typed_errors(twilio: FakeTwilio) -> None:
@@ -137,6 +149,46 @@ def test_sendgrid_batches_by_content_and_caps_at_1000(sendgrid: FakeSendGrid) ->
     assert sendgrid.per_recipient().most_common(1)[0][1] == 1
     assert sendgrid.deliveries[0]["asm"] == {"group_id": 42}
     assert sendgrid.deliveries[0]["custom_args"] == {"ledger_key": "key0", "campaign": "meal-schedule"}
+
+
+def test_sendgrid_prepare_stamps_one_request_id_per_request(sendgrid: FakeSendGrid) -> None:
+    ch = SendGridEmailChannel("SG.key", "news@dadeschools.net", api_url=sendgrid.url, batch_size=100)
+    msgs = ch.prepare([email(i) for i in range(250)] + [email(900, subject="Otro asunto")])
+    ids = [m.meta["request"] for m in msgs]
+    assert len(set(ids[:100])) == len(set(ids[100:200])) == len(set(ids[200:250])) == 1
+    assert len(set(ids)) == 4 and msgs[0].meta["unsubscribe_group"] == "42"
+    assert ch.prepare(msgs) == msgs  # stamped once: a retry keeps its request id
+    ch.send(msgs)
+    assert sorted(sendgrid.batches) == [1, 50, 100, 100]
+
+
+def test_sendgrid_reconcile_finds_the_requests_it_accepted(sendgrid: FakeSendGrid) -> None:
+    ch = SendGridEmailChannel("SG.key", "news@dadeschools.net", api_url=sendgrid.url, batch_size=10)
+    msgs = ch.prepare([email(i) for i in range(30)])
+    ch.send(msgs[:20])  # a crash after two requests of three
+    found = ch.reconcile(msgs)
+    assert all(f is not None and f.provider_id for f in found[:20]) and found[20:] == [None] * 10
+    assert [f.key for f in found[:20] if f] == [m.key for m in msgs[:20]]
+
+
+def test_sendgrid_reconcile_without_the_activity_addon_resends(
+    sendgrid: FakeSendGrid, caplog: pytest.LogCaptureFixture
+) -> None:
+    sendgrid.activity = False
+    ch = SendGridEmailChannel("SG.key", "news@dadeschools.net", api_url=sendgrid.url)
+    msgs = ch.prepare([email(i) for i in range(3)])
+    ch.send(msgs)
+    with caplog.at_level(logging.WARNING):
+        assert ch.reconcile(msgs) == [None] * 3
+    assert "may arrive twice" in caplog.text
+
+
+def test_sendgrid_reconcile_outage_is_transient(sendgrid: FakeSendGrid) -> None:
+    ch = SendGridEmailChannel("SG.key", "news@dadeschools.net", api_url=sendgrid.url)
+    msgs = ch.prepare([email(1)])
+    sendgrid.faults.fail_rate = 1.0
+    with pytest.raises(TransientDeliveryError, match="earlier send"):
+        ch.reconcile(msgs)
 
 
 def test_sendgrid_errors_are_typed(sendgrid: FakeSendGrid) -> None:

@@ -6,68 +6,17 @@ Every count here is taken at the fake provider (what a family would receive), no
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from zoneinfo import ZoneInfo
-
-import pytest
 
 from comms.app import App, Env
-from comms.demo import demo_events
 from comms.devservers import FakeSendGrid, FakeTwilio
 from comms.worker import run
-from tests.conftest import ROOT, env_vars
-from tests.rosters import write_roster
-
-MIAMI = ZoneInfo("America/New_York")
-NOON = dt.datetime(2026, 11, 24, 12, 0, tzinfo=MIAMI)
-SWITCH, MEALS = demo_events()[0], demo_events()[1]  # emergency platform switch; normal meal schedule
-
-
-class Clock:
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
-@pytest.fixture
-def providers() -> Iterator[tuple[FakeTwilio, FakeSendGrid]]:
-    with FakeTwilio() as tw, FakeSendGrid() as sg:
-        yield tw, sg
-
-
-def provider_env(tw: FakeTwilio, sg: FakeSendGrid, rate: str = "0") -> dict[str, str]:
-    return {
-        "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
-        "TWILIO_AUTH_TOKEN": "token",
-        "TWILIO_MESSAGING_SERVICE_SID": "MG" + "2" * 32,
-        "COMMS_TWILIO_API_URL": tw.url,
-        "SENDGRID_API_KEY": "SG.test",
-        "COMMS_EMAIL_FROM": "news@dadeschools.net",
-        "COMMS_SENDGRID_API_URL": sg.url,
-        "COMMS_SMS_RATE": rate,
-    }
-
-
-def make_env(tmp_path: Path, families: int, **extra: str) -> Env:
-    return Env.from_environ(
-        {
-            "COMMS_VAR": str(tmp_path / "var"),
-            "COMMS_OUT": str(tmp_path / "out"),
-            "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
-            "COMMS_TEMPLATES": str(ROOT / "templates"),
-            "COMMS_ROSTER": str(write_roster(tmp_path / "roster.json", families)),
-            **extra,
-        }
-    )
+from tests.conftest import MEALS, MIAMI, NOON, ROOT, SWITCH, Clock, copies, env_vars, make_env, provider_env
 
 
 def deliver(
@@ -81,15 +30,6 @@ def deliver(
     for w in workers:
         w.close()
     return app
-
-
-def copies(raw: bytes, n: int, same_id: bool = False) -> list[bytes]:
-    doc = json.loads(raw)
-    out = []
-    for i in range(n):
-        doc["id"] = doc["id"] if same_id else f"{json.loads(raw)['id']}-copy{i}"
-        out.append(json.dumps(doc).encode())
-    return out
 
 
 def test_fanout_with_20_percent_faults_serves_every_guardian_once(tmp_path: Path, providers) -> None:  # noqa: ANN001

@@ -35,3 +35,26 @@ def test_pipeline_logs_hold_no_personal_data(app: App, caplog: pytest.LogCapture
             assert not secret or secret not in text
     for s in roster.students.values():
         assert s.first_name not in text
+
+
+def test_provider_sdks_log_no_numbers_addresses_or_keys(caplog: pytest.LogCaptureFixture) -> None:
+    """twilio logs request URLs at INFO (a lookup's has the number); sendgrid's client logs payloads
+    and headers at DEBUG. Neither reaches our logs, even at DEBUG."""
+    from comms.channels.base import Message
+    from comms.channels.sendgrid_email import SendGridEmailChannel
+    from comms.channels.twilio_sms import TwilioSmsChannel
+    from comms.devservers import FakeSendGrid, FakeTwilio
+
+    sms = Message("k1", "sms", "c", "e", "en", "+17865550123", {"txt": "hello"})
+    mail = Message("k2", "email", "c", "e", "en", "maria@example.org", {"txt": "t", "html": "h"}, "S")
+    with FakeTwilio() as tw, FakeSendGrid() as sg, caplog.at_level(logging.DEBUG):
+        ch = TwilioSmsChannel("AC" + "1" * 32, "token", from_="+13055550000", api_url=tw.url, rate=0)
+        ch.send([sms])
+        ch.reconcile([sms])  # GET ...?To=+17865550123
+        ch.close()
+        em = SendGridEmailChannel("SG.secret-key", "news@dadeschools.net", api_url=sg.url)
+        em.reconcile(em.prepare([mail]))
+        em.send([mail])
+    assert "reconciled" in caplog.text  # the test saw real log lines
+    for secret in ("17865550123", "maria@example.org", "secret-key"):
+        assert secret not in caplog.text

@@ -43,6 +43,15 @@ class Channel(abc.ABC):
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         """Deliver a batch; one SendResult per message, in order. Never a bare bool."""
 
+    #: seconds the provider's own record of a send may lag behind it: rows a crash left in `sending`
+    #: are reconciled only once they are this old, so an accepted send is never taken for a lost one
+    reconcile_after: float = 0.0
+
+    def prepare(self, messages: Sequence[Message]) -> list[Message]:
+        """Stamp what `reconcile` will need into each message before it is ledgered as `sending`
+        (SendGrid: the request it goes out in). Most providers need nothing."""
+        return list(messages)
+
     def reconcile(self, messages: Sequence[Message]) -> list[SendResult | None]:
         """For messages a crash left in `sending`: the earlier send if the provider has it, else None
         (send again). Providers that cannot tell return None for all."""

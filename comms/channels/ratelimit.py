@@ -1,7 +1,8 @@
-"""A thread-safe pacer: at most `rate` calls per second across every thread that shares it."""
+"""A thread-safe pacer: at most `rate` calls per second across every thread or task that shares it."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -12,12 +13,20 @@ class RateLimiter:
         self._next = time.monotonic()
         self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    def reserve(self) -> float:
+        """Take the next slot; the seconds to wait until it comes."""
         if not self.interval:
-            return
+            return 0.0
         with self._lock:
             now = time.monotonic()
             slot = max(self._next, now)
             self._next = slot + self.interval
-        if slot > now:
-            time.sleep(slot - now)
+        return slot - now
+
+    def acquire(self) -> None:
+        if wait := self.reserve():
+            time.sleep(wait)
+
+    async def acquire_async(self) -> None:
+        if wait := self.reserve():
+            await asyncio.sleep(wait)

@@ -3,14 +3,21 @@
 Messages with the same content go out together: one /v3/mail/send request carries up to 1000
 personalizations, one per guardian, each with custom_args naming its ledger key and campaign.
 
-After a crash, a row left in `sending` is sent again: SendGrid has no per-message lookup without the
-paid Email Activity API, and a second copy of an e-mail is a smaller harm than a lost one.
+Each request gets an id (`custom_args.request`) before its messages are ledgered as `sending`. After
+a crash, the rows left in `sending` are looked up by that id in the Email Activity API (one query per
+request), once they are older than the feed's lag (`reconcile_after`): a request SendGrid accepted is
+not sent again. Without the Email Activity add-on (HTTP 401/403 on /v3/messages) they are sent again,
+with a warning: a second copy of an e-mail is a smaller harm than a lost one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import socket
 import urllib.error
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +26,9 @@ from sendgrid import SendGridAPIClient
 
 from comms.channels.base import Channel, Message, SendResult
 from comms.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from comms.privacy import quiet_sdk_loggers
 
+log = logging.getLogger("comms.channels.sendgrid")
 MAX_PERSONALIZATIONS = 1000
 
 
@@ -41,6 +50,8 @@ def mail_payload(messages: Sequence[Message], *, sender: str, sender_name: str |
         "categories": ["district-comms", first.campaign],
         "custom_args": {"event": first.event_uid[:200], "language": first.lang},
     }
+    if first.meta.get("request"):
+        payload["custom_args"]["request"] = first.meta["request"]
     if first.meta.get("unsubscribe_group"):
         payload["asm"] = {"group_id": int(first.meta["unsubscribe_group"])}
     return payload
@@ -48,6 +59,11 @@ def mail_payload(messages: Sequence[Message], *, sender: str, sender_name: str |
 
 def _same_content(m: Message) -> tuple[Any, ...]:
     return (m.campaign, m.event_uid, m.lang, m.subject, m.body["txt"], m.body["html"], m.meta.get("unsubscribe_group"))
+
+
+def activity_query(request_id: str) -> dict[str, Any]:
+    """Email Activity API query parameters: the messages of one request (pinned by a test)."""
+    return {"limit": MAX_PERSONALIZATIONS, "query": f"unique_args['request']=\"{request_id}\""}
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -70,11 +86,16 @@ class SendGridEmailChannel(Channel):
         api_url: str | None = None,
         timeout: float = 15.0,
         batch_size: int = MAX_PERSONALIZATIONS,
+        reconcile_after: float = 120.0,
     ) -> None:
+        quiet_sdk_loggers()
         self.client = SendGridAPIClient(api_key=api_key, host=(api_url or "https://api.sendgrid.com").rstrip("/"))
         self.client.client.timeout = timeout
         self.sender, self.sender_name = sender, sender_name
         self.batch_size = min(batch_size, MAX_PERSONALIZATIONS)
+        # SendGrid documents no bound on the feed's lag; it is seconds to a few minutes in practice
+        self.reconcile_after = reconcile_after
+        self._activity = True  # False once the account turns out not to have the Email Activity API
 
     def _post(self, batch: Sequence[Message]) -> list[SendResult]:
         payload = mail_payload(batch, sender=self.sender, sender_name=self.sender_name)
@@ -98,13 +119,63 @@ class SendGridEmailChannel(Channel):
             error = TransientDeliveryError(f"SendGrid unreachable: {exc.__class__.__name__}")
         return [SendResult(m.key, error=error) for m in batch]
 
-    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+    def _requests(self, messages: Sequence[Message]) -> list[list[Message]]:
+        """Messages sharing content, in requests of at most batch_size; a stamped request id wins."""
         groups: dict[tuple[Any, ...], list[Message]] = {}
         for m in messages:
-            groups.setdefault(_same_content(m), []).append(m)
+            groups.setdefault((m.meta.get("request"), *_same_content(m)), []).append(m)
+        return [g[i : i + self.batch_size] for g in groups.values() for i in range(0, len(g), self.batch_size)]
+
+    def prepare(self, messages: Sequence[Message]) -> list[Message]:
+        stamped: dict[str, Message] = {}
+        for batch in self._requests([m for m in messages if not m.meta.get("request")]):
+            rid = uuid.uuid4().hex
+            for m in batch:
+                stamped[m.key] = dataclasses.replace(m, meta={**m.meta, "request": rid})
+        return [stamped.get(m.key, m) for m in messages]
+
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
         by_key: dict[str, SendResult] = {}
-        for group in groups.values():
-            for i in range(0, len(group), self.batch_size):
-                for r in self._post(group[i : i + self.batch_size]):
-                    by_key[r.key] = r
+        for batch in self._requests(messages):
+            for r in self._post(batch):
+                by_key[r.key] = r
         return [by_key[m.key] for m in messages]
+
+    def _accepted(self, request_id: str) -> dict[str, str] | None:
+        """Recipient -> SendGrid msg_id for one request, or None when the account has no Email Activity API."""
+        try:
+            resp = self.client.client.messages.get(query_params=activity_query(request_id))
+        except http_errors.HTTPError as exc:
+            if exc.status_code in (401, 403):
+                return None
+            raise TransientDeliveryError(
+                f"cannot check SendGrid for an earlier send: HTTP {exc.status_code}", str(exc.status_code)
+            ) from exc
+        except self.transient_errors as exc:
+            raise TransientDeliveryError(f"cannot check SendGrid for an earlier send: {exc}") from exc
+        return {m["to_email"].lower(): m["msg_id"] for m in json.loads(resp.body).get("messages", [])}
+
+    def reconcile(self, messages: Sequence[Message]) -> list[SendResult | None]:
+        """Rows a crash left in `sending`: found in the Email Activity API by their request id, or None."""
+        found: dict[str, SendResult] = {}
+        requests: dict[str, list[Message]] = {}
+        for m in messages:
+            if m.meta.get("request"):
+                requests.setdefault(m.meta["request"], []).append(m)
+        for rid, batch in requests.items():
+            if not self._activity:
+                break
+            accepted = self._accepted(rid)
+            if accepted is None:
+                self._activity = False
+                log.warning(
+                    "SendGrid refused the Email Activity API (no add-on, or the key lacks its scope): "
+                    "%d e-mail(s) interrupted by a crash are sent again and may arrive twice",
+                    len(messages),
+                )
+                break
+            for m in batch:
+                if m.to.lower() in accepted:
+                    found[m.key] = SendResult(m.key, provider_id=accepted[m.to.lower()])
+        log.info("reconciled %d e-mail(s) with SendGrid: %d already sent", len(messages), len(found))
+        return [found.get(m.key) for m in messages]

@@ -1,0 +1,260 @@
+"""District-scale fan-out: one meals event to every family and one platform switch to grades 06-12.
+
+    .venv/bin/python bench/fanout.py [--students 334000] [--latency 0] [--baseline 3000]
+
+What runs, as in production but on one machine:
+- a generated OneRoster roster (cached in bench/.cache/, generated and imported on first use);
+- the local Twilio and SendGrid servers in their own process (`python -m comms.devservers --light`);
+- the two seed events published on the embedded SQLite bus;
+- `comms run --until-idle --only sms|email|press`, each consumer in its own process, with the real
+  ledger, renderer and official SDKs.
+
+It reports events-to-last-message seconds, messages/s per channel, renders, peak RSS per consumer
+process, and the baseline a user would write instead (a loop of `client.messages.create` and one
+SendGrid send per guardian), measured on a sample in the same run against the same servers.
+It checks what the servers counted against the ledger: no family twice, none missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from sendgrid import SendGridAPIClient
+from twilio.rest import Client
+
+from comms.bus import open_bus
+from comms.channels.base import Message
+from comms.channels.sendgrid_email import mail_payload
+from comms.demo import demo_events
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "bench" / ".cache"
+COMMS = [sys.executable, "-m", "comms.cli"]
+SID, TOKEN, MG, SENDER = "AC" + "1" * 32, "token", "MG" + "2" * 32, "news@dadeschools.net"
+# noon on a school day in Miami: inside the sending window, so quiet hours defer nothing
+NOON = "2020-09-02T12:00:00-04:00"
+
+
+def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """Run to completion; (wall seconds, peak RSS in MiB of that process, stdout)."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    out = p.stdout.read() if p.stdout else ""
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode:
+        sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{out[-3000:]}")
+    return time.perf_counter() - t, usage.ru_maxrss // 1024, out
+
+
+def roster(students: int, env: dict[str, str]) -> Path:
+    db = CACHE / f"roster-{students}.db"
+    if db.exists():
+        print(f"roster: {db} (cached)")
+        return db
+    CACHE.mkdir(parents=True, exist_ok=True)
+    bundle = CACHE / f"oneroster-{students}"
+    wall, rss, _ = run_measured([*COMMS, "roster", "generate", "--students", str(students), "--out", str(bundle)], env)
+    print(f"roster generate: {wall:.1f} s, peak RSS {rss} MiB")
+    wall, rss, _ = run_measured([*COMMS, "roster", "import", str(bundle)], {**env, "COMMS_ROSTER": str(db)})
+    print(f"roster import:   {wall:.1f} s, peak RSS {rss} MiB")
+    return db
+
+
+def stats(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(f"{url}/__stats", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def sample(db: Path, n: int) -> tuple[list[str], list[str]]:
+    """Phones and addresses of the first n guardians who would get SMS and e-mail."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    phones = [r[0] for r in conn.execute("SELECT phone FROM guardians WHERE sms_consent AND phone != '' LIMIT ?", (n,))]
+    mails = [
+        r[0] for r in conn.execute("SELECT email FROM guardians WHERE email_consent AND email != '' LIMIT ?", (n,))
+    ]
+    conn.close()
+    return phones, mails
+
+
+def baseline(urls: dict[str, str], phones: list[str], mails: list[str]) -> tuple[float, float]:
+    """What a user would write: one SDK call per guardian, in a loop. Returns (SMS/s, e-mails/s)."""
+    client = Client(SID, TOKEN)
+    client.api.base_url = urls["twilio"]
+    t = time.perf_counter()
+    for to in phones:
+        client.messages.create(to=to, body="M-DCPS: free grab-and-go meals", messaging_service_sid=MG)
+    sms_rate = len(phones) / (time.perf_counter() - t)
+    sg = SendGridAPIClient(api_key="SG.key", host=urls["sendgrid"])
+    t = time.perf_counter()
+    for i, to in enumerate(mails):
+        m = Message(
+            f"b{i}", "email", "meals", "e", "en", to, {"txt": "Free meals", "html": "<p>Free meals</p>"}, "Meals"
+        )
+        sg.client.mail.send.post(request_body=mail_payload([m], sender=SENDER))
+    return sms_rate, len(mails) / (time.perf_counter() - t)
+
+
+def render_rates(n: int = 3000) -> dict[str, float]:
+    """Renders/s of one family's message through the real renderer and context, per channel: what a
+    personal message (attendance) costs, and what mass messages no longer pay per family."""
+    from comms.app import App, Env
+    from comms.events import parse_event
+
+    with tempfile.TemporaryDirectory() as tmp:
+        app = App.open(Env.from_environ({"COMMS_VAR": tmp, "COMMS_OUT": tmp}), environ={})
+        p = app.pipeline
+        event = parse_event(demo_events()[1])
+        (cid, campaign), *_ = app.settings.campaigns_for(event.type)
+        audience = p.roster.audience(campaign, event)
+        rates = {}
+        for channel in ("sms", "email"):
+            template = getattr(campaign.channels, channel).template
+            t = time.perf_counter()
+            for i in range(n):
+                r = audience[i % len(audience)]
+                lang = r.guardian.language
+                p.renderer.render(channel, template, lang, p.context(cid, campaign, event, lang, r))
+            rates[channel] = n / (time.perf_counter() - t)
+        app.close()
+    return rates
+
+
+def ledger_counts(path: Path) -> dict[tuple[str, str], int]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    rows = conn.execute("SELECT channel, state, count(*) FROM deliveries GROUP BY 1, 2").fetchall()
+    conn.close()
+    return {(c, s): n for c, s, n in rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--students", type=int, default=334_000)
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds each provider answer waits")
+    ap.add_argument("--baseline", type=int, default=3000, help="guardians in the baseline loop's sample")
+    ap.add_argument("--sms-concurrency", type=int, default=64, help="COMMS_SMS_CONCURRENCY")
+    args = ap.parse_args()
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("COMMS_", "TWILIO_", "SENDGRID_"))}
+    print(
+        f"{args.students:,} students; {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, provider latency {args.latency * 1000:.0f} ms"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        db = roster(args.students, {**base_env, "COMMS_VAR": tmp})
+        servers = subprocess.Popen(
+            [sys.executable, "-m", "comms.devservers", "--light", "--latency", str(args.latency)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        try:
+            urls = json.loads(servers.stdout.readline())  # type: ignore[union-attr]
+            phones, mails = sample(db, args.baseline)
+            base_sms, base_mail = baseline(urls, phones, mails)
+            before = {k: stats(u)["accepted"] for k, u in urls.items()}
+            env = {
+                **base_env,
+                "COMMS_VAR": f"{tmp}/var",
+                "COMMS_OUT": f"{tmp}/out",
+                "COMMS_ROSTER": str(db),
+                "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
+                "COMMS_TEMPLATES": str(ROOT / "templates"),
+                "COMMS_TEST_NOW": NOON,
+                "TWILIO_ACCOUNT_SID": SID,
+                "TWILIO_AUTH_TOKEN": TOKEN,
+                "TWILIO_MESSAGING_SERVICE_SID": MG,
+                "COMMS_TWILIO_API_URL": urls["twilio"],
+                "COMMS_SMS_RATE": "0",
+                "COMMS_SMS_CONCURRENCY": str(args.sms_concurrency),
+                "SENDGRID_API_KEY": "SG.key",
+                "COMMS_EMAIL_FROM": SENDER,
+                "COMMS_SENDGRID_API_URL": urls["sendgrid"],
+            }
+            bus = open_bus(f"sqlite:///{tmp}/var/bus.db")
+            Path(tmp, "var").mkdir(exist_ok=True)
+            t0 = time.time()
+            bus.publish_many("comms.events", [("district", e) for e in demo_events()[:2]])
+            bus.close()
+            logs = Path(tmp, "logs")
+            logs.mkdir()
+            consumers = {}
+            for name in ("sms", "email", "press"):
+                with open(logs / f"{name}.log", "wb") as f:
+                    cmd = [sys.executable, "-c", _CONSUMER, name]
+                    consumers[name] = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+            results: dict[str, tuple[float, int, str]] = {}
+            while len(results) < len(consumers):  # each one's own finish time and peak RSS
+                for name, p in consumers.items():
+                    if name in results:
+                        continue
+                    pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+                    if pid == 0:
+                        continue
+                    out = (logs / f"{name}.log").read_text()
+                    if os.waitstatus_to_exitcode(status):
+                        sys.exit(f"consumer {name} failed:\n{out[-3000:]}")
+                    results[name] = (time.time() - t0, usage.ru_maxrss // 1024, out)
+                time.sleep(0.05)
+            after = {k: stats(u) for k, u in urls.items()}
+        finally:
+            servers.terminate()
+            servers.wait()
+        counts = ledger_counts(Path(tmp, "var", "ledger.db"))
+    sent = {
+        "sms": after["twilio"]["accepted"] - before["twilio"],
+        "email": after["sendgrid"]["accepted"] - before["sendgrid"],
+    }
+    last = max(after["twilio"]["last_at"], after["sendgrid"]["last_at"]) - t0
+    total = sum(sent.values())
+    print(f"\nevents published -> last message accepted: {last:.1f} s ({total:,} messages, {total / last:,.0f}/s)")
+    print("| consumer | at the server | ledger sent | other ledger states | done after | msgs/s | renders | peak RSS |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|")
+    for name, (wall, rss, out) in results.items():
+        channel = {"sms": "sms", "email": "email", "press": "press_release"}[name]
+        at_server = sent.get(name, 0)
+        ok = counts.get((channel, "sent"), 0)
+        other = ", ".join(f"{s} {n:,}" for (c, s), n in sorted(counts.items()) if c == channel and s != "sent")
+        renders = re.search(r"rendered (\d+)", out)
+        print(
+            f"| {name} | {at_server:,} | {ok:,} | {other or '-'} | {wall:.1f} s | {ok / wall:,.0f} | "
+            f"{renders.group(1) if renders else '?'} | {rss} MiB |"
+        )
+    dup = {k: v["duplicates"] for k, v in after.items()}
+    print(f"duplicates at the servers: {dup}")
+    rates = render_rates()
+    print(
+        f"rendering one family's message: SMS {rates['sms']:,.0f}/s, e-mail (txt + html) {rates['email']:,.0f}/s; "
+        "mass messages that read nothing personal render once per language (the renders column)"
+    )
+    base_time = sent["sms"] / base_sms + sent["email"] / base_mail
+    print(
+        f"baseline loop (sample of {len(phones):,}): {base_sms:,.0f} SMS/s, {base_mail:,.0f} e-mails/s -> "
+        f"{base_time:,.0f} s for the same {total:,} messages; the pipeline is {base_time / last:.1f}x"
+    )
+    for ch, key in (("sms", "twilio"), ("email", "sendgrid")):
+        if sent[ch] != counts.get((ch, "sent"), 0) or dup[key]:
+            sys.exit(
+                f"MISMATCH on {ch}: server {sent[ch]}, ledger {counts.get((ch, 'sent'), 0)}, duplicates {dup[key]}"
+            )
+
+
+# One consumer process: `comms run --until-idle --only NAME`, the same code path as the CLI.
+_CONSUMER = """
+import sys
+from comms.cli import app
+app(["run", "--until-idle", "--only", sys.argv[1]])
+"""
+
+if __name__ == "__main__":
+    main()

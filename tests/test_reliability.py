@@ -1,0 +1,171 @@
+"""The reliability suite: crashes, provider faults and floods, counted at the local Twilio and SendGrid
+servers (what families would receive), never in the ledger.
+
+Sizes are small so the suite stays fast; `pytest tests/test_reliability.py --scale 10` runs them ten
+times bigger (bench/README.md has the figures of such runs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from comms.app import App
+from comms.demo import sample_events
+from comms.devservers import FakeSendGrid, FakeTwilio
+from comms.worker import run
+from tests.conftest import MEALS, NOON, ROOT, SWITCH, Clock, copies, env_vars, make_env, provider_env
+
+PII = [
+    (re.compile(r"\+1786\d{7}"), "a full phone number"),
+    (re.compile(r"parent\d+@example\.org", re.I), "an e-mail address"),
+    (re.compile(r"\b(Student|Parent)\d+\b"), "a name"),
+]
+
+
+def assert_no_pii(text: str) -> None:
+    for pattern, what in PII:
+        found = pattern.search(text)
+        assert found is None, f"the log holds {what}: {found.group(0) if found else ''}"
+
+
+def test_kill_9_ten_times_during_a_fanout(tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid], scale: float):
+    """kill -9 of both consumers at random points, ten times, restarting each time: every guardian
+    gets exactly one SMS and one e-mail per event."""
+    tw, sg = providers
+    families = int(1500 * scale)
+    # e-mail requests take 0.1 s, so kills also land between SendGrid accepting a request and the ledger
+    sg.faults.slow_rate, sg.faults.slow_seconds = 1.0, 0.1
+    env = make_env(tmp_path, families, COMMS_BUS=f"sqlite:///{tmp_path / 'bus.db'}?lease=1")
+    proc_env = {
+        **os.environ,
+        **env_vars(env),
+        **provider_env(tw, sg, rate="1500"),
+        "COMMS_TEST_NOW": NOON.isoformat(),
+        "COMMS_SENDGRID_RECONCILE_AFTER": "0",  # the local server's activity records do not lag
+    }
+    app = App.open(env)
+    app.bus.publish_many(env.topic, [(None, SWITCH), (None, MEALS)])
+    app.close()
+    logs = tmp_path / "consumers.log"
+    expected = 2 * families  # two events, each to every family
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        with open(logs, "ab") as f:
+            return subprocess.Popen(
+                [sys.executable, "-m", f"consumers.{name}"], env=proc_env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT
+            )
+
+    rng = random.Random(2020)
+    procs = {name: start(name) for name in ("sms", "email")}
+    at_kills: list[tuple[int, int]] = []
+    try:
+        for _ in range(10):
+            time.sleep(rng.uniform(0.4, 1.4))
+            for p in procs.values():
+                p.kill()
+                p.wait()
+            at_kills.append((len(tw.messages), len(sg.deliveries)))
+            procs = {name: start(name) for name in procs}
+        deadline = time.monotonic() + 120 * scale
+        while len(tw.messages) < expected or len(sg.deliveries) < expected:
+            assert time.monotonic() < deadline, logs.read_text()[-3000:]
+            assert all(p.poll() is None for p in procs.values()), logs.read_text()[-3000:]
+            time.sleep(0.1)
+        time.sleep(1.0)  # anything sent twice would arrive now
+        for p in procs.values():
+            p.send_signal(signal.SIGTERM)
+        assert [p.wait(timeout=30) for p in procs.values()] == [0, 0]
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    log_text = logs.read_text()
+    assert any(0 < s < expected for s, _ in at_kills), at_kills  # kills landed mid-fan-out
+    for fake in (tw, sg):
+        per = fake.per_recipient()
+        assert len(per) == families and set(per.values()) == {2}, fake.stats()  # none lost
+        assert fake.stats()["duplicates"] == 0  # no message twice
+    assert "reconciled" in log_text  # restarts found rows a kill left in `sending`
+    assert_no_pii(log_text)
+
+
+def test_30_percent_provider_faults_and_slow_answers(
+    tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid], scale: float
+) -> None:
+    tw, sg = providers
+    families = int(600 * scale)
+    for fake in (tw, sg):
+        fake.faults.fail_rate, fake.faults.slow_rate, fake.faults.slow_seconds = 0.3, 0.1, 0.2
+    env = make_env(tmp_path, families)
+    app = App.open(env, clock=Clock(NOON), environ=provider_env(tw, sg))
+    app.bus.publish_many(env.topic, [(None, SWITCH), (None, MEALS)])
+    workers = app.workers(["sms", "email"])
+    run(workers, until_idle=True)
+    for w in workers:
+        w.close()
+    app.close()
+    assert tw.errors_sent > 0.2 * 2 * families and sg.errors_sent > 0  # the faults really happened
+    for fake in (tw, sg):
+        per = fake.per_recipient()
+        assert len(per) == families and set(per.values()) == {2}  # everything delivered
+        assert fake.stats()["duplicates"] == 0  # nothing twice
+
+
+def test_flood_of_10000_copies_of_one_event(tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid]) -> None:
+    """Half are retries with the same CloudEvent id, half look new: the daily cap holds either way."""
+    tw, sg = providers
+    env = make_env(tmp_path, 4)
+    app = App.open(env, clock=Clock(NOON), environ=provider_env(tw, sg))
+    app.bus.publish_many(env.topic, [(None, e) for e in copies(MEALS, 5000, same_id=True) + copies(MEALS, 5000)])
+    workers = app.workers(["sms", "email"])
+    run(workers, until_idle=True)
+    for w in workers:
+        w.close()
+    app.close()
+    assert all(w.stats["events"] == 10_000 for w in workers)
+    for fake in (tw, sg):
+        assert set(fake.per_recipient().values()) == {3}  # daily_cap.normal, per guardian and channel
+        assert len(fake.per_recipient()) == 4
+
+
+def test_1000_threshold_events_for_one_student(tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid]) -> None:
+    tw, sg = providers
+    env = make_env(tmp_path, 3)
+    doc = json.loads(sample_events()[-1])
+    doc["data"].update(student_id="T000000", school_id="6001")
+    tiers = [("schoolwide", 5), ("targeted", 6), ("intensive", 11)]
+    events = []
+    for i in range(1000):
+        tier, absences = tiers[i % 3]
+        doc["id"] = f"flood-{i}"
+        doc["data"].update(tier=tier, absences=absences + i // 3)
+        events.append((None, json.dumps(doc).encode()))
+    app = App.open(env, clock=Clock(NOON), environ=provider_env(tw, sg))
+    app.bus.publish_many(env.topic, events)
+    workers = app.workers(["sms", "email"])
+    run(workers, until_idle=True)
+    for w in workers:
+        w.close()
+    app.close()
+    assert tw.per_recipient() == {"+17860000000": 3}  # the one guardian, capped at 3 a day
+    assert sg.per_recipient() == {"parent0@example.org": 3}
+    # the next day, the cap starts again
+    later = Clock(NOON + dt.timedelta(days=1))
+    app = App.open(env, clock=later, environ=provider_env(tw, sg))
+    doc["id"] = "flood-next-day"
+    app.bus.publish(env.topic, json.dumps(doc).encode())
+    workers = app.workers(["sms"])
+    run(workers, until_idle=True)
+    workers[0].close()
+    app.close()
+    assert tw.per_recipient() == {"+17860000000": 4}
