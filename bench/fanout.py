@@ -208,6 +208,10 @@ def main() -> None:
                 time.sleep(0.05)
             after = {k: stats(u) for k, u in urls.items()}
         finally:
+            for p in locals().get("consumers", {}).values():
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
             servers.terminate()
             servers.wait()
         counts = ledger_counts(Path(tmp, "var", "ledger.db"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from comms.errors import ConfigError
-from comms.ledger import Entry, Ledger
+from comms.ledger import Entry, Ledger, sent_today_sql
 
 
 def _open(path: str) -> None:
@@ -48,3 +48,18 @@ def test_open_is_idempotent_and_suppressions_normalise_email(tmp_path: Path) -> 
     assert ledger.suppress([("email", "ana@example.org", "unsubscribed", "test")]) == 0
     assert ledger.suppressed("email", ["Ana@Example.org", "b@example.org"]) == {"Ana@Example.org": "unsubscribed"}
     ledger.close()
+
+
+def test_daily_cap_lookup_searches_by_guardian(tmp_path: Path) -> None:
+    """With 500 guardians in the IN list SQLite's planner picked the (channel, state) index and scanned
+    every message of the channel: a district-wide fan-out went quadratic."""
+    ledger = Ledger(tmp_path / "ledger.db")
+    guardians = [f"G{i}" for i in range(500)]
+    plan = " ".join(
+        str(row[-1])
+        for row in ledger.conn.execute(
+            "EXPLAIN QUERY PLAN " + sent_today_sql(len(guardians)), ("sms", "2020-09-02", *guardians)
+        )
+    )
+    ledger.close()
+    assert "USING INDEX deliveries_by_guardian_day (guardian=? AND channel=? AND sent_day=?)" in plan, plan
