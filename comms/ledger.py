@@ -19,7 +19,7 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,8 @@ from comms.errors import ConfigError
 
 STATES = ("pending", "sending", "sent", "failed", "suppressed", "deferred")
 FINAL = frozenset({"sent", "failed", "suppressed"})
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+MIGRATES_FROM = {2}  # 2 -> 3 adds `contents`; version 2 payloads, content inline, still read
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -54,6 +55,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_by_campaign ON deliveries(campaign, channel, state);
 CREATE INDEX IF NOT EXISTS deliveries_deferred ON deliveries(channel, state, not_before);
 CREATE INDEX IF NOT EXISTS deliveries_by_guardian_day ON deliveries(guardian, channel, sent_day);
+-- rendered content (parts and subject), stored once however many families' rows share it
+CREATE TABLE IF NOT EXISTS contents (
+    hash    TEXT PRIMARY KEY,
+    content TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS suppressions (
     channel TEXT NOT NULL,
     address TEXT NOT NULL,
@@ -113,7 +119,7 @@ class Ledger:
         try:
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
             has_table = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name='deliveries'").fetchone()
-            if has_table and version != SCHEMA_VERSION:
+            if has_table and version != SCHEMA_VERSION and version not in MIGRATES_FROM:
                 raise ConfigError(
                     f"ledger {self.path} has schema {version}, this version needs {SCHEMA_VERSION}: "
                     "move the file aside (it is the record of what was sent) and start a new one"
@@ -127,17 +133,48 @@ class Ledger:
             self.conn.execute("ROLLBACK")
             raise
 
-    def _write(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    def _write(self, sql: str, rows: Sequence[tuple[Any, ...]], *more: tuple[str, Sequence[tuple[Any, ...]]]) -> None:
+        """executemany of one or more statements in one transaction."""
         if not rows:
             return
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                self.conn.executemany(sql, rows)
+                for q, r in ((sql, rows), *more):
+                    self.conn.executemany(q, r)
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _pack(payloads: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[str, str]]]:
+        """Payload JSON per row with the rendered content replaced by a reference, and the contents.
+
+        A mass message's 300,000 rows share one content: written once, not 300,000 times."""
+        refs: dict[tuple[int, str | None], str] = {}  # the payloads are alive, so id() is unique here
+        contents, out = [], []
+        for p in payloads:
+            ref = refs.get((id(p["body"]), p["subject"]))
+            if ref is None:
+                content = json.dumps({"body": p["body"], "subject": p["subject"]}, ensure_ascii=False, sort_keys=True)
+                ref = refs[(id(p["body"]), p["subject"])] = hashlib.sha256(content.encode()).hexdigest()[:32]
+                contents.append((ref, content))
+            out.append(json.dumps({**p, "body": None, "subject": None, "content": ref}, ensure_ascii=False))
+        return out, contents
+
+    def _unpack(self, payload: str | None, cache: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+        """The caller holds `_lock`."""
+        if not payload:
+            return None
+        p = json.loads(payload)
+        ref = p.pop("content", None)
+        if ref is not None:
+            if ref not in cache:
+                (content,) = self.conn.execute("SELECT content FROM contents WHERE hash=?", (ref,)).fetchone()
+                cache[ref] = json.loads(content)
+            p.update(cache[ref])
+        return p
 
     # -- rows -----------------------------------------------------------------------------------------
     def open(self, entries: Iterable[Entry]) -> dict[str, Row]:
@@ -168,6 +205,7 @@ class Ledger:
 
     def rows(self, keys: Sequence[str]) -> dict[str, Row]:
         out: dict[str, Row] = {}
+        contents: dict[str, dict[str, Any]] = {}
         with self._lock:
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
@@ -175,8 +213,8 @@ class Ledger:
                     "SELECT key, state, destination, payload, updated, guardian FROM deliveries "
                     f"WHERE key IN ({','.join('?' * len(chunk))})"
                 )
-                for k, state, dest, payload, updated, guardian in self.conn.execute(q, chunk):
-                    out[k] = Row(k, state, dest, json.loads(payload) if payload else None, updated, guardian)
+                for k, state, dest, payload, updated, guardian in self.conn.execute(q, chunk).fetchall():
+                    out[k] = Row(k, state, dest, self._unpack(payload, contents), updated, guardian)
         return out
 
     def mark(self, updates: Iterable[tuple[str, str, str | None, str | None]]) -> None:
@@ -190,17 +228,23 @@ class Ledger:
     def mark_sending(self, items: Iterable[tuple[str, dict[str, Any], str]]) -> None:
         """(key, payload, day) before the provider is called: what a crash leaves here is reconciled."""
         now = time.time()
+        items = list(items)
+        payloads, contents = self._pack([p for _, p, _ in items])
         self._write(
             "UPDATE deliveries SET state='sending', payload=?, sent_day=?, attempts=attempts+1, updated=? WHERE key=?",
-            [(json.dumps(p, ensure_ascii=False), day, now, key) for key, p, day in items],
+            [(payload, day, now, key) for (key, _, day), payload in zip(items, payloads, strict=True)],
+            ("INSERT OR IGNORE INTO contents(hash, content) VALUES (?, ?)", contents),
         )
 
     def defer(self, items: Iterable[tuple[str, dict[str, Any], float, str]]) -> None:
         """(key, payload, not_before, detail): keep the rendered message until its window opens."""
         now = time.time()
+        items = list(items)
+        payloads, contents = self._pack([p for _, p, _, _ in items])
         self._write(
             "UPDATE deliveries SET state='deferred', payload=?, not_before=?, detail=?, updated=? WHERE key=?",
-            [(json.dumps(p, ensure_ascii=False), nb, detail, now, key) for key, p, nb, detail in items],
+            [(payload, nb, detail, now, key) for (key, _, nb, detail), payload in zip(items, payloads, strict=True)],
+            ("INSERT OR IGNORE INTO contents(hash, content) VALUES (?, ?)", contents),
         )
 
     def due(self, channel: str, now: float, limit: int = 500) -> list[Row]:
@@ -210,7 +254,8 @@ class Ledger:
                 "WHERE channel=? AND state='deferred' AND not_before<=? ORDER BY not_before LIMIT ?",
                 (channel, now, limit),
             ).fetchall()
-        return [Row(k, s, d, json.loads(p) if p else None, u, g) for k, s, d, p, u, g in rows]
+            contents: dict[str, dict[str, Any]] = {}
+            return [Row(k, s, d, self._unpack(p, contents), u, g) for k, s, d, p, u, g in rows]
 
     def sent_today(self, channel: str, guardians: Sequence[str], day: str) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -276,7 +321,9 @@ class Ledger:
 
 
 def message_payload(message: Any) -> dict[str, Any]:
-    return asdict(message)
+    """A message's fields, sharing its body (not a deep copy like asdict: the ledger stores a body
+    shared by many messages once)."""
+    return {f.name: getattr(message, f.name) for f in fields(message)}
 
 
 __all__ = ["FINAL", "STATES", "Entry", "Ledger", "Row", "delivery_key", "message_payload", "sent_today_sql"]

@@ -34,7 +34,7 @@ def test_an_old_ledger_is_refused_with_what_to_do(tmp_path: Path) -> None:
     conn.execute("CREATE TABLE deliveries (key TEXT PRIMARY KEY)")
     conn.commit()
     conn.close()
-    with pytest.raises(ConfigError, match="has schema 0, this version needs 2: move the file aside"):
+    with pytest.raises(ConfigError, match="has schema 0, this version needs 3: move the file aside"):
         Ledger(path)
 
 
@@ -63,3 +63,30 @@ def test_daily_cap_lookup_searches_by_guardian(tmp_path: Path) -> None:
     )
     ledger.close()
     assert "USING INDEX deliveries_by_guardian_day (guardian=? AND channel=? AND sent_day=?)" in plan, plan
+
+
+def test_shared_content_is_stored_once_and_a_version_2_ledger_migrates(tmp_path: Path) -> None:
+    from comms.channels.base import Message
+    from comms.ledger import message_payload
+
+    path = tmp_path / "l.db"
+    ledger = Ledger(path)
+    ledger.conn.execute("DROP TABLE contents")  # as a version 2 ledger was
+    ledger.conn.execute("PRAGMA user_version=2")
+    ledger.conn.execute(
+        "INSERT INTO deliveries(key, event_uid, event_type, campaign, channel, recipient, lang, state, payload,"
+        " created, updated) VALUES ('old', 'e', 't', 'c', 'sms', 'G0', 'en', 'sending', ?, 0, 0)",
+        ('{"key": "old", "body": {"txt": "inline"}, "subject": null}',),
+    )
+    ledger.close()
+    ledger = Ledger(path)  # migrates: 2 -> 3
+    body = {"txt": "Free meals", "html": "<p>Free meals</p>"}
+    messages = [Message(f"k{i}", "email", "c", "e", "es", f"p{i}@example.org", body, "Comidas") for i in range(300)]
+    ledger.open(Entry(m.key, "e", "t", "c", "email", f"G{i}", "es") for i, m in enumerate(messages))
+    ledger.mark_sending((m.key, message_payload(m), "2020-09-02") for m in messages)
+    assert ledger.conn.execute("SELECT count(*) FROM contents").fetchone()[0] == 1
+    rows = ledger.rows(["k7", "old"])
+    assert Message(**rows["k7"].payload) == messages[7]  # read back whole
+    assert rows["old"].payload["body"] == {"txt": "inline"}  # a version 2 payload still reads
+    assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    ledger.close()
