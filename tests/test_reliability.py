@@ -16,11 +16,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+
+import pytest
 
 from comms.app import App
 from comms.demo import sample_events
 from comms.devservers import FakeSendGrid, FakeTwilio
+from comms.events import parse_event
 from comms.worker import run
 from tests.conftest import MEALS, NOON, ROOT, SWITCH, Clock, copies, env_vars, make_env, provider_env
 
@@ -169,3 +173,77 @@ def test_1000_threshold_events_for_one_student(tmp_path: Path, providers: tuple[
     workers[0].close()
     app.close()
     assert tw.per_recipient() == {"+17860000000": 4}
+
+
+def test_mass_messages_render_once_per_language(tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid]) -> None:
+    tw, sg = providers
+    env = make_env(tmp_path, 200)
+    app = App.open(env, clock=Clock(NOON), environ=provider_env(tw, sg))
+    app.pipeline.chunk = 50
+    meals = app.pipeline.handle(parse_event(MEALS), "email")
+    doc = json.loads(sample_events()[-1])
+    doc["data"].update(student_id="T000000", school_id="6001")
+    personal = app.pipeline.handle(parse_event(json.dumps(doc)), "email")
+    app.close()
+    assert meals["rendered"] == 3 and meals["sent"] == 200  # en, es, ht: not once per family
+    assert personal["rendered"] == personal["sent"] == 1  # it names the child: rendered for its family
+
+
+def test_chunks_with_30_percent_faults(tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid]) -> None:
+    tw, sg = providers
+    for fake in (tw, sg):
+        fake.faults.fail_rate = 0.3
+    env = make_env(tmp_path, 200)
+    app = App.open(env, clock=Clock(NOON), environ=provider_env(tw, sg))
+    app.pipeline.chunk = 50
+    app.bus.publish(env.topic, MEALS)
+    workers = app.workers(["sms", "email"])
+    run(workers, until_idle=True)
+    for w in workers:
+        w.close()
+    app.close()
+    for fake in (tw, sg):
+        assert len(fake.per_recipient()) == 200 and fake.stats()["duplicates"] == 0
+
+
+def test_provider_down_stops_at_the_first_chunk(tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid]) -> None:
+    tw, sg = providers
+    env = make_env(tmp_path, 200)
+    app = App.open(env, clock=Clock(NOON), environ={**provider_env(tw, sg), "COMMS_TWILIO_API_URL": tw.url + "/down"})
+    app.pipeline.chunk = 50
+    app.bus.publish(env.topic, MEALS)
+    (worker,) = app.workers(["sms"])
+    worker.step()
+    counts = Counter()
+    for _, _, _, state, n in app.pipeline.ledger.counts("meal-schedule"):
+        counts[state] += n
+    worker.close()
+    app.close()
+    assert worker.stats["retries"] == 1 and counts == {"pending": 50}  # the first chunk of four, no more
+    assert len(tw.messages) == 0
+
+
+def test_a_crash_interrupted_email_waits_for_the_activity_feed(
+    tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid]
+) -> None:
+    """Rows left in `sending` younger than reconcile_after are not sent again yet: SendGrid's Email
+    Activity feed may not show the request; once it may, they are reconciled, not resent."""
+    from comms.errors import TransientDeliveryError
+
+    tw, sg = providers
+    env = make_env(tmp_path, 20)
+    app = App.open(env, clock=Clock(NOON), environ={**provider_env(tw, sg), "COMMS_SENDGRID_RECONCILE_AFTER": "0.5"})
+    p = app.pipeline
+    event = parse_event(MEALS)
+    assert p.handle(event, "email")["sent"] == 20
+    # what a kill -9 between SendGrid's 202 and the ledger's `sent` leaves behind
+    with p.ledger.conn:
+        p.ledger.conn.execute("UPDATE deliveries SET state='sending', updated=? WHERE channel='email'", (time.time(),))
+    assert len(sg.deliveries) == 20
+    with pytest.raises(TransientDeliveryError, match="settle") as exc:
+        p.handle(event, "email")
+    assert 0 < exc.value.retry_after <= 0.5 and len(sg.deliveries) == 20
+    time.sleep(exc.value.retry_after)
+    out = p.handle(event, "email")
+    app.close()
+    assert out["reconciled"] == 20 and len(sg.deliveries) == 20

@@ -98,3 +98,17 @@ def test_formatting() -> None:
     assert f.fmt_days(["thursday", "tuesday"], "en") == "Tuesdays and Thursdays"
     assert f.fmt_date(dt.date(2020, 12, 31), "ht", with_weekday=False) == "31 desanm 2020"
     assert f.fmt_list(["a", "b", "c"], "es") == "a, b y c"
+
+
+def test_reads_tells_mass_templates_from_personal_ones(tmp_path) -> None:  # noqa: ANN001
+    from comms.render import Renderer
+
+    r = Renderer("templates")
+    for channel in ("sms", "email"):
+        for template in ("meals_schedule", "platform_switch"):
+            for lang in ("en", "es", "ht"):  # email's layout imports "_lang/" ~ lang ~ ".j2"
+                assert not {"guardian", "students", "*"} & r.reads(channel, template, lang), (channel, template)
+        assert "students" in r.reads(channel, "absence_threshold", "es")
+    (tmp_path / "sms").mkdir()
+    (tmp_path / "sms" / "odd.en.txt.j2").write_text('{% include "parts/" ~ event.kind ~ ".j2" %}', "utf-8")
+    assert "*" in Renderer(tmp_path).reads("sms", "odd", "en")  # a name from event data: assume personal
