@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import sqlite3
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,17 +65,16 @@ def _bool(value: str | None, default: bool) -> bool:
     return default if not v else v in ("true", "1", "yes", "y")
 
 
-def _rows(path: Path, report: ImportReport) -> list[tuple[int, dict[str, str]]]:
+def _rows(path: Path, report: ImportReport) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line, row) one at a time: a district's users.csv held whole took about 1 GB."""
     if not path.exists():
-        return []
+        return
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        out = []
         for row in reader:
             if row.get("status", "active").strip() == "tobedeleted":
                 continue
-            out.append((reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k}))
-        return out
+            yield reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k}
 
 
 def read_bundle(directory: Path, default_language: str = "en", region: str = "US") -> tuple[dict, ImportReport]:
