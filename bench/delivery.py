@@ -3,7 +3,7 @@
     .venv/bin/python bench/delivery.py [--families 3000]
 
 Four figures, all in one run and against the same servers:
-- channel: TwilioSmsChannel (16 threads) and SendGridEmailChannel (1000 per request) alone;
+- channel: TwilioSmsChannel (16 requests in flight) and SendGridEmailChannel (1000 per request) alone;
 - baseline: what a user would write instead, a loop of `client.messages.create` and one
   SendGrid send per guardian;
 - pipeline: one district-wide meals.schedule event through bus, ledger, rendering and both
@@ -68,7 +68,7 @@ def main() -> None:
         ch = TwilioSmsChannel(SID, TOKEN, messaging_service_sid=MG, api_url=tw.url, rate=0, concurrency=16)
         t = time.perf_counter()
         assert all(r.ok for r in ch.send(sms))
-        print("SMS   channel (16 threads)       ", rate(n, time.perf_counter() - t))
+        print("SMS   channel (16 in flight)     ", rate(n, time.perf_counter() - t))
         ch.close()
         client = Client(SID, TOKEN)
         client.api.base_url = tw.url
@@ -76,7 +76,7 @@ def main() -> None:
         for m in sms:
             client.messages.create(to=m.to, body=m.body["txt"], messaging_service_sid=MG)
         print("SMS   baseline loop              ", rate(n, time.perf_counter() - t))
-        # A real provider is a round trip away: what the thread pool is for.
+        # A real provider is a round trip away: what the concurrency is for.
         tw.faults.slow_rate, tw.faults.slow_seconds = 1.0, args.latency
         k = min(n, 400)
         ch = TwilioSmsChannel(SID, TOKEN, messaging_service_sid=MG, api_url=tw.url, rate=0, concurrency=16)

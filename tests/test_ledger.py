@@ -71,8 +71,11 @@ def test_shared_content_is_stored_once_and_a_version_2_ledger_migrates(tmp_path:
 
     path = tmp_path / "l.db"
     ledger = Ledger(path)
-    ledger.conn.execute("DROP TABLE contents")  # as a version 2 ledger was
-    ledger.conn.execute("PRAGMA user_version=2")
+    ledger.conn.executescript(  # as a version 2 ledger was
+        "DROP TABLE contents; DROP INDEX deliveries_campaign; DROP INDEX deliveries_deferred_due;"
+        "CREATE INDEX deliveries_by_campaign ON deliveries(campaign, channel, state);"
+        "CREATE INDEX deliveries_deferred ON deliveries(channel, state, not_before); PRAGMA user_version=2;"
+    )
     ledger.conn.execute(
         "INSERT INTO deliveries(key, event_uid, event_type, campaign, channel, recipient, lang, state, payload,"
         " created, updated) VALUES ('old', 'e', 't', 'c', 'sms', 'G0', 'en', 'sending', ?, 0, 0)",
@@ -89,4 +92,7 @@ def test_shared_content_is_stored_once_and_a_version_2_ledger_migrates(tmp_path:
     assert Message(**rows["k7"].payload) == messages[7]  # read back whole
     assert rows["old"].payload["body"] == {"txt": "inline"}  # a version 2 payload still reads
     assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    indexes = {r[0] for r in ledger.conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"deliveries_campaign", "deliveries_deferred_due"} <= indexes
+    assert not {"deliveries_by_campaign", "deliveries_deferred"} & indexes
     ledger.close()
