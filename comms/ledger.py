@@ -14,6 +14,7 @@ A row left in `sending` by a crash is reconciled with the provider before any re
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -330,7 +331,12 @@ class Ledger:
 def message_payload(message: Any) -> dict[str, Any]:
     """A message's fields, sharing its body (not a deep copy like asdict: the ledger stores a body
     shared by many messages once)."""
-    return {f.name: getattr(message, f.name) for f in fields(message)}
+    return {name: getattr(message, name) for name in _field_names(type(message))}
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
 
 
 __all__ = ["FINAL", "STATES", "Entry", "Ledger", "Row", "delivery_key", "message_payload", "sent_today_sql"]

@@ -129,9 +129,9 @@ class SendGridEmailChannel(Channel):
     def prepare(self, messages: Sequence[Message]) -> list[Message]:
         stamped: dict[str, Message] = {}
         for batch in self._requests([m for m in messages if not m.meta.get("request")]):
-            rid = uuid.uuid4().hex
+            meta = {**batch[0].meta, "request": uuid.uuid4().hex}  # one request, one content, one meta
             for m in batch:
-                stamped[m.key] = dataclasses.replace(m, meta={**m.meta, "request": rid})
+                stamped[m.key] = dataclasses.replace(m, meta=meta)
         return [stamped.get(m.key, m) for m in messages]
 
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
