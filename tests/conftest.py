@@ -15,6 +15,7 @@ from comms.bus import Bus, open_bus
 from comms.demo import demo_events
 from comms.devbroker import free_port, noida_kafka  # noqa: F401 - tests import them from here
 from comms.devservers import FakeSendGrid, FakeTwilio
+from comms.worker import Worker, run
 from tests.rosters import write_roster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +77,29 @@ def make_env(tmp_path: Path, families: int, **extra: str) -> Env:
             **extra,
         }
     )
+
+
+def run_consumers(
+    env: Env,
+    providers: tuple[FakeTwilio, FakeSendGrid],
+    events: list[bytes],
+    *,
+    clock: Clock | None = None,
+    names: tuple[str, ...] = ("sms", "email"),
+    chunk: int | None = None,
+) -> list[Worker]:
+    """Publish `events`, run the named consumers against the local providers until idle, close
+    everything; the workers are returned for their stats."""
+    app = App.open(env, clock=clock or Clock(NOON), environ=provider_env(*providers))
+    if chunk:
+        app.pipeline.chunk = chunk
+    app.bus.publish_many(env.topic, [(None, e) for e in events])
+    workers = app.workers(list(names))
+    run(workers, until_idle=True)
+    for w in workers:
+        w.close()
+    app.close()
+    return workers
 
 
 def copies(raw: bytes, n: int, same_id: bool = False) -> list[bytes]:

@@ -25,8 +25,18 @@ from comms.app import App
 from comms.demo import sample_events
 from comms.devservers import FakeSendGrid, FakeTwilio
 from comms.events import parse_event
-from comms.worker import run
-from tests.conftest import MEALS, NOON, ROOT, SWITCH, Clock, copies, env_vars, make_env, provider_env
+from tests.conftest import (
+    MEALS,
+    NOON,
+    ROOT,
+    SWITCH,
+    Clock,
+    copies,
+    env_vars,
+    make_env,
+    provider_env,
+    run_consumers,
+)
 
 PII = [
     (re.compile(r"\+1786\d{7}"), "a full phone number"),
@@ -110,14 +120,7 @@ def test_30_percent_provider_faults_and_slow_answers(
     families = int(600 * scale)
     for fake in (tw, sg):
         fake.faults.fail_rate, fake.faults.slow_rate, fake.faults.slow_seconds = 0.3, 0.1, 0.2
-    env = make_env(tmp_path, families)
-    app = App.open(env, clock=Clock(NOON), environ=provider_env(tw, sg))
-    app.bus.publish_many(env.topic, [(None, SWITCH), (None, MEALS)])
-    workers = app.workers(["sms", "email"])
-    run(workers, until_idle=True)
-    for w in workers:
-        w.close()
-    app.close()
+    run_consumers(make_env(tmp_path, families), providers, [SWITCH, MEALS])
     assert tw.errors_sent > 0.2 * 2 * families and sg.errors_sent > 0  # the faults really happened
     for fake in (tw, sg):
         per = fake.per_recipient()
@@ -128,14 +131,7 @@ def test_30_percent_provider_faults_and_slow_answers(
 def test_flood_of_10000_copies_of_one_event(tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid]) -> None:
     """Half are retries with the same CloudEvent id, half look new: the daily cap holds either way."""
     tw, sg = providers
-    env = make_env(tmp_path, 4)
-    app = App.open(env, clock=Clock(NOON), environ=provider_env(tw, sg))
-    app.bus.publish_many(env.topic, [(None, e) for e in copies(MEALS, 5000, same_id=True) + copies(MEALS, 5000)])
-    workers = app.workers(["sms", "email"])
-    run(workers, until_idle=True)
-    for w in workers:
-        w.close()
-    app.close()
+    workers = run_consumers(make_env(tmp_path, 4), providers, copies(MEALS, 5000, same_id=True) + copies(MEALS, 5000))
     assert all(w.stats["events"] == 10_000 for w in workers)
     for fake in (tw, sg):
         assert set(fake.per_recipient().values()) == {3}  # daily_cap.normal, per guardian and channel
@@ -153,25 +149,12 @@ def test_1000_threshold_events_for_one_student(tmp_path: Path, providers: tuple[
         tier, absences = tiers[i % 3]
         doc["id"] = f"flood-{i}"
         doc["data"].update(tier=tier, absences=absences + i // 3)
-        events.append((None, json.dumps(doc).encode()))
-    app = App.open(env, clock=Clock(NOON), environ=provider_env(tw, sg))
-    app.bus.publish_many(env.topic, events)
-    workers = app.workers(["sms", "email"])
-    run(workers, until_idle=True)
-    for w in workers:
-        w.close()
-    app.close()
+        events.append(json.dumps(doc).encode())
+    run_consumers(env, providers, events)
     assert tw.per_recipient() == {"+17860000000": 3}  # the one guardian, capped at 3 a day
     assert sg.per_recipient() == {"parent0@example.org": 3}
-    # the next day, the cap starts again
-    later = Clock(NOON + dt.timedelta(days=1))
-    app = App.open(env, clock=later, environ=provider_env(tw, sg))
-    doc["id"] = "flood-next-day"
-    app.bus.publish(env.topic, json.dumps(doc).encode())
-    workers = app.workers(["sms"])
-    run(workers, until_idle=True)
-    workers[0].close()
-    app.close()
+    doc["id"] = "flood-next-day"  # the next day, the cap starts again
+    run_consumers(env, providers, [json.dumps(doc).encode()], clock=Clock(NOON + dt.timedelta(days=1)), names=("sms",))
     assert tw.per_recipient() == {"+17860000000": 4}
 
 
@@ -193,15 +176,7 @@ def test_chunks_with_30_percent_faults(tmp_path: Path, providers: tuple[FakeTwil
     tw, sg = providers
     for fake in (tw, sg):
         fake.faults.fail_rate = 0.3
-    env = make_env(tmp_path, 200)
-    app = App.open(env, clock=Clock(NOON), environ=provider_env(tw, sg))
-    app.pipeline.chunk = 50
-    app.bus.publish(env.topic, MEALS)
-    workers = app.workers(["sms", "email"])
-    run(workers, until_idle=True)
-    for w in workers:
-        w.close()
-    app.close()
+    run_consumers(make_env(tmp_path, 200), providers, [MEALS], chunk=50)
     for fake in (tw, sg):
         assert len(fake.per_recipient()) == 200 and fake.stats()["duplicates"] == 0
 
