@@ -2,6 +2,9 @@
 
 audience -> consent -> suppression list -> render -> (reconcile a crash's `sending` rows)
          -> quiet hours (defer) -> daily cap -> `sending` -> provider -> sent / failed / retry
+
+The audience goes through in chunks (5,000 families), and a template that reads nothing personal
+is rendered once per language: a district-wide announcement is one text per language, not 300,000.
 """
 
 from __future__ import annotations
@@ -167,7 +170,7 @@ class Pipeline:
                 continue
             targets = self._targets(channel, campaign, event)
             # Mass messages that read nothing personal are rendered once per language.
-            personal = bool(PERSONAL & self.renderer_reads(channel, chcfg.template, targets))
+            personal = bool(PERSONAL & self._template_reads(channel, chcfg.template, targets))
             rendered: dict[str, Rendered] = {}
             # Chunks bound the memory a district-wide fan-out needs, and let the first families'
             # messages go out while the last ones are still being ledgered.
@@ -185,7 +188,7 @@ class Pipeline:
             raise transient
         return outcome
 
-    def renderer_reads(self, channel: str, template: str, targets: list[Target]) -> frozenset[str]:
+    def _template_reads(self, channel: str, template: str, targets: list[Target]) -> frozenset[str]:
         langs = {t.lang for t in targets}
         return frozenset().union(*(self.renderer.reads(channel, template, lang) for lang in langs))
 
