@@ -149,7 +149,11 @@ class TwilioSmsChannel(Channel):
             for i in todo:  # the lanes share one iterator: each index is taken once
                 results[i] = await fn(messages[i])
 
-        await asyncio.gather(*(lane() for _ in range(min(self.concurrency, len(messages)))))
+        # a TaskGroup, not gather: an unexpected error cancels the other lanes instead of leaving
+        # them sending after send() has already failed
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(min(self.concurrency, len(messages))):
+                tg.create_task(lane())
         return results
 
     async def _send_one(self, m: Message) -> SendResult:
