@@ -199,7 +199,7 @@ class _TwilioHandler(_Handler):
         return self._reply(201, msg)
 
     def do_GET(self) -> None:  # noqa: N802
-        if self._stats():
+        if self._stats() or self._injected():
             return
         u = urlsplit(self.path)
         q = {k: v[0] for k, v in parse_qs(u.query).items()}

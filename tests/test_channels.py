@@ -129,6 +129,14 @@ def test_twilio_reconcile_finds_an_earlier_send(twilio: FakeTwilio) -> None:
     assert found[1] is None and found[2] is None
 
 
+def test_twilio_reconcile_during_an_outage_is_transient(twilio: FakeTwilio) -> None:
+    ch = TwilioSmsChannel(SID, TOKEN, messaging_service_sid=MG, api_url=twilio.url, rate=0)
+    twilio.faults.fail_rate = 1.0
+    with pytest.raises(TransientDeliveryError, match="earlier send"):
+        ch.reconcile([sms(i) for i in range(40)])
+    ch.close()
+
+
 def test_twilio_rate_limit(twilio: FakeTwilio) -> None:
     import time
 

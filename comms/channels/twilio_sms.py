@@ -149,11 +149,14 @@ class TwilioSmsChannel(Channel):
             for i in todo:  # the lanes share one iterator: each index is taken once
                 results[i] = await fn(messages[i])
 
-        # a TaskGroup, not gather: an unexpected error cancels the other lanes instead of leaving
-        # them sending after send() has already failed
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(min(self.concurrency, len(messages))):
-                tg.create_task(lane())
+        # a TaskGroup, not gather: an error cancels the other lanes instead of leaving them sending
+        # after send() has already failed; the caller gets the error itself, not a group
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(self.concurrency, len(messages))):
+                    tg.create_task(lane())
+        except ExceptionGroup as group:
+            raise group.exceptions[0] from None
         return results
 
     async def _send_one(self, m: Message) -> SendResult:
