@@ -28,11 +28,20 @@ from comms.channels.base import Message
 from comms.channels.sendgrid_email import SendGridEmailChannel, mail_payload
 from comms.channels.twilio_sms import TwilioSmsChannel
 from comms.demo import demo_events
-from comms.devservers import FakeSendGrid, FakeTwilio
+from comms.devservers import (
+    ACCOUNT_SID,
+    API_KEY,
+    AUTH_TOKEN,
+    MESSAGING_SERVICE_SID,
+    SENDER,
+    FakeSendGrid,
+    FakeTwilio,
+    provider_env,
+)
 from comms.roster import synthetic_roster
 from comms.worker import run
 
-SID, TOKEN, MG = "AC" + "1" * 32, "token", "MG" + "2" * 32
+SID, TOKEN, MG = ACCOUNT_SID, AUTH_TOKEN, MESSAGING_SERVICE_SID
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -90,14 +99,14 @@ def main() -> None:
         print(f"SMS   baseline, {args.latency * 1000:.0f} ms latency     ", rate(k // 8, time.perf_counter() - t))
         tw.faults.slow_rate = 0.0
 
-        em = SendGridEmailChannel("SG.key", "news@dadeschools.net", api_url=sg.url)
+        em = SendGridEmailChannel(API_KEY, SENDER, api_url=sg.url)
         t = time.perf_counter()
         assert all(r.ok for r in em.send(mails))
         print("email channel (1000 per request) ", rate(n, time.perf_counter() - t))
-        plain = SendGridAPIClient(api_key="SG.key", host=sg.url)
+        plain = SendGridAPIClient(api_key=API_KEY, host=sg.url)
         t = time.perf_counter()
         for m in mails:
-            plain.client.mail.send.post(request_body=mail_payload([m], sender="news@dadeschools.net"))
+            plain.client.mail.send.post(request_body=mail_payload([m], sender=SENDER))
         print("email baseline, one per guardian ", rate(n, time.perf_counter() - t))
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -111,17 +120,7 @@ def main() -> None:
                 }
             )
             noon = dt.datetime(2026, 11, 24, 12, 0, tzinfo=ZoneInfo("America/New_York"))
-            providers = {
-                "TWILIO_ACCOUNT_SID": SID,
-                "TWILIO_AUTH_TOKEN": TOKEN,
-                "TWILIO_MESSAGING_SERVICE_SID": MG,
-                "COMMS_TWILIO_API_URL": tw.url,
-                "SENDGRID_API_KEY": "SG.key",
-                "COMMS_EMAIL_FROM": "news@dadeschools.net",
-                "COMMS_SENDGRID_API_URL": sg.url,
-                "COMMS_SMS_RATE": "0",
-            }
-            app = App.open(env, clock=lambda: noon, environ=providers)
+            app = App.open(env, clock=lambda: noon, environ=provider_env(tw.url, sg.url))
             before_sms, before_mail = len(tw.messages), len(sg.deliveries)
             t = time.perf_counter()
             app.bus.publish(env.topic, demo_events()[1])

@@ -37,11 +37,11 @@ from comms.bus import open_bus
 from comms.channels.base import Message
 from comms.channels.sendgrid_email import mail_payload
 from comms.demo import demo_events
+from comms.devservers import ACCOUNT_SID, API_KEY, AUTH_TOKEN, MESSAGING_SERVICE_SID, SENDER, provider_env
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache"
 COMMS = [sys.executable, "-m", "comms.cli"]
-SID, TOKEN, MG, SENDER = "AC" + "1" * 32, "token", "MG" + "2" * 32, "news@dadeschools.net"
 # noon on a school day in Miami: inside the sending window, so quiet hours defer nothing
 NOON = "2020-09-02T12:00:00-04:00"
 
@@ -90,13 +90,15 @@ def sample(db: Path, n: int) -> tuple[list[str], list[str]]:
 
 def baseline(urls: dict[str, str], phones: list[str], mails: list[str]) -> tuple[float, float]:
     """What a user would write: one SDK call per guardian, in a loop. Returns (SMS/s, e-mails/s)."""
-    client = Client(SID, TOKEN)
+    client = Client(ACCOUNT_SID, AUTH_TOKEN)
     client.api.base_url = urls["twilio"]
     t = time.perf_counter()
     for to in phones:
-        client.messages.create(to=to, body="M-DCPS: free grab-and-go meals", messaging_service_sid=MG)
+        client.messages.create(
+            to=to, body="M-DCPS: free grab-and-go meals", messaging_service_sid=MESSAGING_SERVICE_SID
+        )
     sms_rate = len(phones) / (time.perf_counter() - t)
-    sg = SendGridAPIClient(api_key="SG.key", host=urls["sendgrid"])
+    sg = SendGridAPIClient(api_key=API_KEY, host=urls["sendgrid"])
     t = time.perf_counter()
     for i, to in enumerate(mails):
         m = Message(
@@ -160,6 +162,7 @@ def main() -> None:
             text=True,
             cwd=ROOT,
         )
+        consumers: dict[str, subprocess.Popen[bytes]] = {}
         try:
             urls = json.loads(servers.stdout.readline())  # type: ignore[union-attr]
             phones, mails = sample(db, args.baseline)
@@ -173,15 +176,8 @@ def main() -> None:
                 "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
                 "COMMS_TEMPLATES": str(ROOT / "templates"),
                 "COMMS_TEST_NOW": NOON,
-                "TWILIO_ACCOUNT_SID": SID,
-                "TWILIO_AUTH_TOKEN": TOKEN,
-                "TWILIO_MESSAGING_SERVICE_SID": MG,
-                "COMMS_TWILIO_API_URL": urls["twilio"],
-                "COMMS_SMS_RATE": "0",
+                **provider_env(urls["twilio"], urls["sendgrid"]),
                 "COMMS_SMS_CONCURRENCY": str(args.sms_concurrency),
-                "SENDGRID_API_KEY": "SG.key",
-                "COMMS_EMAIL_FROM": SENDER,
-                "COMMS_SENDGRID_API_URL": urls["sendgrid"],
             }
             bus = open_bus(f"sqlite:///{tmp}/var/bus.db")
             Path(tmp, "var").mkdir(exist_ok=True)
@@ -190,10 +186,9 @@ def main() -> None:
             bus.close()
             logs = Path(tmp, "logs")
             logs.mkdir()
-            consumers = {}
             for name in args.only.split(","):
                 with open(logs / f"{name}.log", "wb") as f:
-                    cmd = [sys.executable, "-c", _CONSUMER, name]
+                    cmd = [*COMMS, "run", "--until-idle", "--only", name]
                     if args.profile:  # folded stacks, for flamegraph.pl or speedscope
                         prof = CACHE / f"profile-{name}.txt"
                         spy = str(Path(sys.executable).parent / "py-spy")
@@ -214,7 +209,7 @@ def main() -> None:
                 time.sleep(0.05)
             after = {k: stats(u) for k, u in urls.items()}
         finally:
-            for p in locals().get("consumers", {}).values():
+            for p in consumers.values():
                 if p.poll() is None:
                     p.kill()
                     p.wait()
@@ -258,13 +253,6 @@ def main() -> None:
                 f"MISMATCH on {ch}: server {sent[ch]}, ledger {counts.get((ch, 'sent'), 0)}, duplicates {dup[key]}"
             )
 
-
-# One consumer process: `comms run --until-idle --only NAME`, the same code path as the CLI.
-_CONSUMER = """
-import sys
-from comms.cli import app
-app(["run", "--until-idle", "--only", sys.argv[1]])
-"""
 
 if __name__ == "__main__":
     main()

@@ -27,6 +27,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+# Credentials for the local servers (they check only their shape) and the sender they expect.
+ACCOUNT_SID, AUTH_TOKEN, MESSAGING_SERVICE_SID = "AC" + "1" * 32, "token", "MG" + "2" * 32
+API_KEY, SENDER = "SG.local-key", "news@dadeschools.net"
+
+
+def provider_env(twilio_url: str, sendgrid_url: str, sms_rate: str = "0") -> dict[str, str]:
+    """The environment that points the app's SMS and e-mail channels at the local servers."""
+    return {
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_MESSAGING_SERVICE_SID": MESSAGING_SERVICE_SID,
+        "COMMS_TWILIO_API_URL": twilio_url,
+        "SENDGRID_API_KEY": API_KEY,
+        "COMMS_EMAIL_FROM": SENDER,
+        "COMMS_SENDGRID_API_URL": sendgrid_url,
+        "COMMS_SMS_RATE": sms_rate,
+    }
+
 
 @dataclass
 class Faults:

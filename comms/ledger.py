@@ -162,20 +162,23 @@ class Ledger:
                 self.conn.execute("ROLLBACK")
                 raise
 
-    def _write_states(self, items: list[tuple[Any, ...]], insert: str, update: str, conflict: str, *more: Any) -> None:
-        """Write each (key, *values): rows opened but not yet in the ledger are inserted with their
-        entry's fields (one row write, not an insert and an update); the others are updated."""
-        statements = self._upsert(items, insert, update, conflict)
-        self._write(*more, *statements)
-        for row in statements[0][1]:  # inserted: from now on plain updates
-            self._opened.pop(row[0], None)
+    def _write_states(
+        self, items: list[tuple[Any, ...]], columns: dict[str, str], contents: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Write each (key, *values), one value per column, with the contents they refer to.
 
-    def _upsert(self, items: list[tuple[Any, ...]], insert: str, update: str, conflict: str) -> list:
-        base = (
+        `columns` maps a column to how its value is applied ("{}": set it; "attempts+{}": add it).
+        Rows opened but not yet in the ledger are inserted with their entry's fields: one row write,
+        not an insert and an update. The others are updated."""
+        names = ", ".join(columns)
+        insert = (
             "INSERT INTO deliveries(key, event_uid, event_type, campaign, channel, recipient, guardian, lang,"
-            f" destination, created, {insert}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            f"{', '.join('?' * len(insert.split(',')))}) ON CONFLICT(key) DO UPDATE SET {conflict}"
+            f" destination, created, {names}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {', '.join('?' * len(columns))})"
+            " ON CONFLICT(key) DO UPDATE SET "
+            + ", ".join(f"{c}={how.format('excluded.' + c)}" for c, how in columns.items())
         )
+        sets = ", ".join(c + "=" + how.format("?") for c, how in columns.items())
+        update = f"UPDATE deliveries SET {sets} WHERE key=?"
         now = time.time()
         new, old = [], []
         for key, *values in items:
@@ -183,22 +186,22 @@ class Ledger:
             if e is None:
                 old.append((*values, key))
             else:
-                new.append(
-                    (
-                        key,
-                        e.event_uid,
-                        e.event_type,
-                        e.campaign,
-                        e.channel,
-                        e.recipient,
-                        e.guardian,
-                        e.lang,
-                        e.destination,
-                        now,
-                        *values,
-                    )
+                entry = (
+                    e.event_uid,
+                    e.event_type,
+                    e.campaign,
+                    e.channel,
+                    e.recipient,
+                    e.guardian,
+                    e.lang,
+                    e.destination,
                 )
-        return [(base, new), (f"UPDATE deliveries SET {update} WHERE key=?", old)]
+                new.append((key, *entry, now, *values))
+        self._write(
+            ("INSERT OR IGNORE INTO contents(hash, content) VALUES (?, ?)", contents), (insert, new), (update, old)
+        )
+        for row in new:  # in the ledger now: from here on plain updates
+            self._opened.pop(row[0], None)
 
     @staticmethod
     def _pack(payloads: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -256,10 +259,7 @@ class Ledger:
         now = time.time()
         self._write_states(
             [(key, state, pid, detail, now) for key, state, pid, detail in updates],
-            "state, provider_id, detail, updated",
-            "state=?, provider_id=coalesce(?, provider_id), detail=?, updated=?",
-            "state=excluded.state, provider_id=coalesce(excluded.provider_id, provider_id), "
-            "detail=excluded.detail, updated=excluded.updated",
+            {"state": "{}", "provider_id": "coalesce({}, provider_id)", "detail": "{}", "updated": "{}"},
         )
 
     def mark_sending(self, items: Iterable[tuple[str, dict[str, Any], str]]) -> None:
@@ -269,11 +269,8 @@ class Ledger:
         payloads, contents = self._pack([p for _, p, _ in items])
         self._write_states(
             [(key, "sending", payload, day, 1, now) for (key, _, day), payload in zip(items, payloads, strict=True)],
-            "state, payload, sent_day, attempts, updated",
-            "state=?, payload=?, sent_day=?, attempts=attempts+?, updated=?",
-            "state=excluded.state, payload=excluded.payload, sent_day=excluded.sent_day, "
-            "attempts=attempts+1, updated=excluded.updated",
-            ("INSERT OR IGNORE INTO contents(hash, content) VALUES (?, ?)", contents),
+            {"state": "{}", "payload": "{}", "sent_day": "{}", "attempts": "attempts+{}", "updated": "{}"},
+            contents,
         )
 
     def defer(self, items: Iterable[tuple[str, dict[str, Any], float, str]]) -> None:
@@ -286,11 +283,8 @@ class Ledger:
                 (key, "deferred", payload, nb, detail, now)
                 for (key, _, nb, detail), payload in zip(items, payloads, strict=True)
             ],
-            "state, payload, not_before, detail, updated",
-            "state=?, payload=?, not_before=?, detail=?, updated=?",
-            "state=excluded.state, payload=excluded.payload, not_before=excluded.not_before, "
-            "detail=excluded.detail, updated=excluded.updated",
-            ("INSERT OR IGNORE INTO contents(hash, content) VALUES (?, ?)", contents),
+            {"state": "{}", "payload": "{}", "not_before": "{}", "detail": "{}", "updated": "{}"},
+            contents,
         )
 
     def due(self, channel: str, now: float, limit: int = 500) -> list[Row]:

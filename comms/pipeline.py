@@ -309,10 +309,11 @@ class Pipeline:
         ]
         crashed = [m for m in messages if rows[m.key].state == "sending"]
         # The provider's record may lag its sends: wait until it can tell "sent" from "lost".
-        settling = [m for m in crashed if time.time() - rows[m.key].updated < provider.reconcile_after]
+        age = {m.key: time.time() - rows[m.key].updated for m in crashed}
+        settling = [m for m in crashed if age[m.key] < provider.reconcile_after]
         settle: TransientDeliveryError | None = None
         if settling:
-            wait = max(provider.reconcile_after - (time.time() - rows[m.key].updated) for m in settling)
+            wait = provider.reconcile_after - min(age[m.key] for m in settling)
             settle = TransientDeliveryError(
                 f"{len(settling)} message(s) interrupted by a crash: the provider's records settle in {wait:.0f}s",
                 retry_after=wait,

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from comms import devservers
 from comms.app import App, Env
 from comms.bus import Bus, open_bus
 from comms.demo import demo_events
@@ -53,16 +54,7 @@ def providers() -> Iterator[tuple[FakeTwilio, FakeSendGrid]]:
 
 
 def provider_env(tw: FakeTwilio, sg: FakeSendGrid, rate: str = "0") -> dict[str, str]:
-    return {
-        "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
-        "TWILIO_AUTH_TOKEN": "token",
-        "TWILIO_MESSAGING_SERVICE_SID": "MG" + "2" * 32,
-        "COMMS_TWILIO_API_URL": tw.url,
-        "SENDGRID_API_KEY": "SG.test",
-        "COMMS_EMAIL_FROM": "news@dadeschools.net",
-        "COMMS_SENDGRID_API_URL": sg.url,
-        "COMMS_SMS_RATE": rate,
-    }
+    return devservers.provider_env(tw.url, sg.url, rate)
 
 
 def make_env(tmp_path: Path, families: int, **extra: str) -> Env:

@@ -5,8 +5,18 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from comms.errors import DeliveryError
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds from a provider answer's Retry-After header (any mapping with .get), if it has one."""
+    try:
+        value = headers.get("Retry-After") if headers else None
+        return float(value) if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""A thread-safe pacer: at most `rate` calls per second across every thread or task that shares it."""
+"""A pacer: at most `rate` calls per second across every task (or thread) that shares it."""
 
 from __future__ import annotations
 
@@ -23,10 +23,6 @@ class RateLimiter:
             self._next = slot + self.interval
         return slot - now
 
-    def acquire(self) -> None:
-        if wait := self.reserve():
-            time.sleep(wait)
-
-    async def acquire_async(self) -> None:
+    async def acquire(self) -> None:
         if wait := self.reserve():
             await asyncio.sleep(wait)

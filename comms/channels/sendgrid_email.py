@@ -24,7 +24,7 @@ from typing import Any
 from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
 
-from comms.channels.base import Channel, Message, SendResult
+from comms.channels.base import Channel, Message, SendResult, retry_after
 from comms.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from comms.privacy import quiet_sdk_loggers
 
@@ -66,14 +66,6 @@ def activity_query(request_id: str) -> dict[str, Any]:
     return {"limit": MAX_PERSONALIZATIONS, "query": f"unique_args['request']=\"{request_id}\""}
 
 
-def _retry_after(headers: Any) -> float | None:
-    try:
-        value = headers.get("Retry-After") if headers else None
-        return float(value) if value else None
-    except (TypeError, ValueError):
-        return None
-
-
 class SendGridEmailChannel(Channel):
     transient_errors = (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError)
 
@@ -107,7 +99,7 @@ class SendGridEmailChannel(Channel):
         except http_errors.HTTPError as exc:
             status = exc.status_code
             if status == 429 or status >= 500:
-                error = TransientDeliveryError(f"SendGrid HTTP {status}", str(status), _retry_after(exc.headers))
+                error = TransientDeliveryError(f"SendGrid HTTP {status}", str(status), retry_after(exc.headers))
             elif status in (401, 403):
                 error = TransientDeliveryError(
                     f"SendGrid refused the API key (HTTP {status}): check SENDGRID_API_KEY", str(status), 60.0

@@ -25,7 +25,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from comms.channels.base import Channel, Message, SendResult
+from comms.channels.base import Channel, Message, SendResult, retry_after
 from comms.channels.ratelimit import RateLimiter
 from comms.errors import PermanentDeliveryError, TransientDeliveryError
 from comms.privacy import quiet_sdk_loggers
@@ -81,13 +81,6 @@ def classify(status: int, code: int | None, msg: str, retry_after: float | None)
     return PermanentDeliveryError(f"Twilio HTTP {status} code {code}: {msg}", str(code or status))
 
 
-def _seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
 class _HttpClient(AsyncTwilioHttpClient):
     """The SDK's aiohttp client, with a total timeout per request and the Retry-After header noted."""
 
@@ -97,7 +90,7 @@ class _HttpClient(AsyncTwilioHttpClient):
 
     async def request(self, *args: Any, **kwargs: Any) -> Response:
         response = await super().request(*args, **kwargs)
-        _retry_after.set(_seconds((response.headers or {}).get("Retry-After")))
+        _retry_after.set(retry_after(response.headers))
         return response
 
 
@@ -160,7 +153,7 @@ class TwilioSmsChannel(Channel):
         return results
 
     async def _send_one(self, m: Message) -> SendResult:
-        await self.limiter.acquire_async()
+        await self.limiter.acquire()
         try:
             msg = await self.client.messages.create_async(
                 **sms_params(m, status_callback=self.status_callback, **self.sender)
