@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
 import os
@@ -16,10 +15,11 @@ from urllib.parse import urlsplit
 from comms.attendance import AttendanceCounter
 from comms.bus import Bus, open_bus
 from comms.channels import Channel, load_channel
+from comms.clock import Clock, clock_from_env
 from comms.config import Settings, load_settings
 from comms.errors import BusUnavailableError, ConfigError
 from comms.ledger import Ledger
-from comms.pipeline import Clock, Pipeline, utc_now
+from comms.pipeline import Pipeline
 from comms.render import Renderer
 from comms.roster import FIXTURE, Roster
 from comms.worker import CONSUMERS, Worker, group_name
@@ -133,10 +133,8 @@ class App:
     @classmethod
     def open(cls, env: Env | None = None, clock: Clock | None = None, environ: Mapping[str, str] | None = None) -> App:
         env = env or Env.from_environ()
-        if clock is None and env.test_now:
-            fixed = dt.datetime.fromisoformat(env.test_now)
-            clock = lambda: fixed  # noqa: E731
-        clock = clock or utc_now
+        if clock is None:
+            clock = clock_from_env({"COMMS_TEST_NOW": env.test_now} if env.test_now else {})
         settings = load_settings(env.config)
         roster = Roster.load(env.roster)
         channels = build_channels(env, environ)
@@ -146,7 +144,7 @@ class App:
             settings,
             roster,
             Renderer(env.templates),
-            Ledger(env.ledger),
+            Ledger(env.ledger, clock),
             channels,
             clock,
         )

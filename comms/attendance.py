@@ -10,20 +10,22 @@ reaches a tier of campaigns.yaml:
 - when several tiers are crossed at once (a late batch of days), only the highest is sent, so a
   family gets one message, and the lower tiers are recorded as passed;
 - the event is published before the tier is recorded: a crash in between publishes it again with
-  the same CloudEvent id, and the delivery ledger sends it once.
+  the same CloudEvent id and body (both derive from the attendance record that crossed the tier, never
+  from the clock), and the delivery ledger sends it once; a realert after a correction is crossed by
+  another record, so it is a new event.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import hashlib
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from comms.bus import Bus
-from comms.bus.sqlite import connect
 from comms.config import Settings
-from comms.events import AttendanceRecorded, Event, make_event
+from comms.events import AttendanceRecorded, Event, conflicting_duplicate, make_event
+from comms.store import SqliteFile
 
 SOURCE = "district-comms/attendance"
 ABSENT = ("excused", "unexcused")
@@ -33,6 +35,7 @@ CREATE TABLE IF NOT EXISTS attendance (
     student_id TEXT NOT NULL, school_year TEXT NOT NULL, date TEXT NOT NULL, category TEXT NOT NULL,
     event_time REAL NOT NULL, record_id TEXT NOT NULL, PRIMARY KEY (student_id, school_year, date)
 );
+CREATE TABLE IF NOT EXISTS events (uid TEXT PRIMARY KEY, digest TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tier_alerts (
     student_id TEXT NOT NULL, school_year TEXT NOT NULL, tier TEXT NOT NULL, absences INTEGER NOT NULL,
     sent INTEGER NOT NULL, PRIMARY KEY (student_id, school_year, tier)
@@ -44,8 +47,10 @@ class AttendanceCounter:
     def __init__(
         self, path: str | Path, settings: Settings, bus: Bus, topic: str, check: Callable[[Event], None]
     ) -> None:
-        self.conn = connect(Path(path), synchronous="NORMAL")
-        self.conn.executescript(SCHEMA)
+        self.file = SqliteFile(Path(path), "attendance counts")
+        self.conn = self.file.open(synchronous="NORMAL")
+        with self.file.errors("cannot set up its tables"):
+            self.conn.executescript(SCHEMA)
         self.bus, self.topic, self.check = bus, topic, check
         self.tiers: list[tuple[int, str, bool]] = sorted(
             {
@@ -65,9 +70,18 @@ class AttendanceCounter:
         if not isinstance(event.data, AttendanceRecorded):
             return Counter()
         self.check(event)
+        with self.file.errors():
+            self.file.check()
+            return self._count(event)
+
+    def _count(self, event: Event) -> Counter[str]:
         d: AttendanceRecorded = event.data
         out: Counter[str] = Counter()
         with self.conn:
+            self.conn.execute("INSERT OR IGNORE INTO events VALUES (?, ?)", (event.uid, event.digest))
+            (known,) = self.conn.execute("SELECT digest FROM events WHERE uid=?", (event.uid,)).fetchone()
+            if known != event.digest:
+                raise conflicting_duplicate(event)
             cur = self.conn.execute(
                 "INSERT INTO attendance VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(student_id, school_year, date) DO UPDATE"
                 " SET category=excluded.category, event_time=excluded.event_time, record_id=excluded.record_id"
@@ -106,9 +120,9 @@ class AttendanceCounter:
                 "as_of": d.date.isoformat(),
                 **({"learning_mode": d.learning_mode} if d.learning_mode else {}),
             },
-            id=f"absence-{d.student_id}-{d.school_year}-{top}",
+            id=f"absence-{d.student_id}-{d.school_year}-{top}-{hashlib.sha256(event.uid.encode()).hexdigest()[:8]}",
             source=SOURCE,
-            time=dt.datetime.now(dt.UTC).isoformat(),
+            time=event.time.isoformat(),
         )
         self.bus.publish(self.topic, raw, key=f"student:{d.student_id}")
         with self.conn:

@@ -45,21 +45,61 @@ def _fail(exc: CommsError) -> None:
     raise typer.Exit(1)
 
 
-def _split(text: str) -> Iterator[tuple[str, bytes]]:
-    """(where, raw) per event in a JSON document, a JSON array, or JSON Lines."""
+def _read_input(file: str) -> str:
+    """The text of FILE (or stdin), UTF-8 as the contract says; ConfigError naming what is wrong."""
+    where = "standard input" if file == "-" else file
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
-        doc = None
+        data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{where}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); events are UTF-8 JSON: "
+            "save the file as UTF-8"
+        ) from None
+
+
+def _load_json(text: str) -> object:
+    """json.loads, with every way it can fail (a syntax error, nesting too deep, a number too long
+    for Python) as one ValueError whose message says where."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ValueError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # a number with more than 4300 digits
+        raise ValueError(f"invalid JSON: {str(exc).split(';')[0]}") from None
+
+
+def _split(text: str, where: str) -> Iterator[tuple[str, bytes]]:
+    """(where, raw) per event in a JSON document, a JSON array, or JSON Lines.
+
+    JSON Lines when the first line is a JSON value on its own; otherwise one document, whose syntax
+    error (a pretty-printed file with one mistake) is reported once, where it is."""
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not lines:
+        raise ConfigError(f"{where}: no events (the input is empty)")
+    try:
+        doc = _load_json(text)
+    except ValueError as whole:
+        try:
+            _load_json(lines[0][1])
+        except ValueError:
+            raise ConfigError(f"{where}: {whole}") from None
+        doc = None  # the first line stands alone: JSON Lines
     if isinstance(doc, dict):
         yield "event", text.encode()
     elif isinstance(doc, list):
         for i, item in enumerate(doc):
             yield f"item {i}", json.dumps(item, ensure_ascii=False).encode()
+    elif doc is not None:
+        raise ConfigError(f"{where}: expected a JSON object, an array of them, or JSON Lines; got {type(doc).__name__}")
     else:
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                yield f"line {n}", line.encode()
+        for n, line in lines:
+            yield f"line {n}", line.encode()
 
 
 @app.command()
@@ -70,16 +110,21 @@ def publish(
     from comms.app import Env
     from comms.bus import open_bus
 
-    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     good, bad = [], []
-    for where, raw in _split(text):
-        try:
-            good.append(parse_event(raw))
-        except EventValidationError as exc:
-            bad.append(f"{where}: {exc}")
+    try:
+        for where, raw in _split(_read_input(file), "standard input" if file == "-" else file):
+            try:
+                good.append(parse_event(raw))
+            except EventValidationError as exc:
+                bad.append(f"{where}: {exc}")
+    except ConfigError as exc:
+        _fail(exc)
     if bad:
-        for b in bad:
+        for b in bad[:20]:
             err.print(f"[bold red]rejected[/] {b}", highlight=False)
+        if len(bad) > 20:
+            err.print(f"[bold red]rejected[/] and {len(bad) - 20} more", highlight=False)
+        err.print(f"nothing published: {len(bad)} of {len(bad) + len(good)} event(s) invalid", highlight=False)
         raise typer.Exit(1)
     env = Env.from_environ()
     try:
@@ -276,12 +321,31 @@ def _roster_db() -> Path:
 
 
 @roster_app.command("import")
-def roster_import(directory: Annotated[Path, typer.Argument(help="folder of a OneRoster 1.1 CSV bundle")]) -> None:
-    """Import (or re-import) a bundle; bad rows are reported with file, line and reason, and skipped."""
+def roster_import(
+    directory: Annotated[Path, typer.Argument(help="folder of a OneRoster 1.1 CSV bundle")],
+    allow_shrink: Annotated[
+        bool, typer.Option("--allow-shrink", help="accept a bundle that removes more than --max-shrink of the families")
+    ] = False,
+    max_shrink: Annotated[float, typer.Option("--max-shrink", min=0.0, max=1.0, help="share of families")] = 0.2,
+) -> None:
+    """Import (or re-import) a bundle; bad rows are reported with file, line and reason, and skipped.
+
+    A bundle that fails a structural check changes nothing and exits 1."""
     from comms.oneroster import import_bundle
 
     db = _roster_db()
-    report = import_bundle(directory, db)
+    try:
+        report = import_bundle(directory, db, allow_shrink=allow_shrink, max_shrink=max_shrink)
+    except CommsError as exc:
+        _fail(exc)
+    for w in report.warnings:
+        err.print(f"[bold yellow]warning:[/] {directory / w.file}: {w.reason}", highlight=False)
+    if report.fatal:
+        for p in report.fatal:
+            where = f"{directory / p.file}" + (f":{p.line}" if p.line else "") if p.file != str(directory) else p.file
+            err.print(f"[bold red]error:[/] {where}: {p.reason}", highlight=False)
+        err.print(f"nothing imported: the roster {db} is unchanged", highlight=False)
+        raise typer.Exit(1)
     for p in report.problems:
         err.print(f"[yellow]row skipped or fixed:[/] {directory / p.file}:{p.line}: {p.reason}", highlight=False)
     t = Table("table", "rows", "added", "updated", "removed", title=f"roster {db}")
@@ -340,27 +404,56 @@ app.add_typer(suppress_app, name="suppress")
 def suppress_import(
     file: Annotated[Path, typer.Argument(help="CSV with columns channel (sms|email), address, reason")],
 ) -> None:
-    """Add opt-outs to the suppression list; later messages to them are suppressed, never sent."""
+    """Add opt-outs to the suppression list; later messages to them are suppressed, never sent.
+
+    Numbers are stored in E.164 and addresses in lower case, whatever the file's spelling, so
+    `(305) 555-0102` stops the SMS to +13055550102. UTF-8 (with or without Excel's BOM) or Latin-1."""
     import csv
 
+    from comms import addresses
     from comms.app import Env
     from comms.ledger import Ledger
 
-    rows, bad = [], []
-    with file.open(newline="", encoding="utf-8") as f:
-        for n, row in enumerate(csv.DictReader(f), start=2):
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        _fail(ConfigError(f"{file}: cannot read: {exc.strerror or exc}"))
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("cp1252", errors="replace")  # Excel's "CSV" on Windows; every byte maps
+        err.print(f"[bold yellow]warning:[/] {file}: not UTF-8, read as Windows-1252 (Latin-1)", highlight=False)
+    rows: list[tuple[str, str, str, str]] = []
+    bad: list[str] = []
+    odd: list[str] = []
+    try:
+        for n, row in enumerate(csv.DictReader(text.splitlines()), start=2):
             channel, address = (row.get("channel") or "").strip(), (row.get("address") or "").strip()
             if channel not in ("sms", "email") or not address:
-                bad.append(f"{file}:{n}: channel must be sms or email and address must be set")
+                bad.append(f"{file}:{n}: skipped: channel must be sms or email and address must be set")
                 continue
+            try:
+                address = addresses.phone(address) if channel == "sms" else addresses.email(address).lower()
+            except addresses.AddressError as exc:
+                odd.append(f"{file}:{n}: {channel} address {exc}; kept as written")
             rows.append((channel, address, (row.get("reason") or "opted_out").strip(), f"csv:{file.name}"))
+    except csv.Error as exc:
+        _fail(ConfigError(f"{file}: not a readable CSV file: {exc}"))
     for b in bad:
-        err.print(f"[bold red]skipped[/] {b}", highlight=False)
-    ledger = Ledger(Env.from_environ().ledger)
-    added = ledger.suppress(rows)
-    ledger.close()
-    out.print(f"{added} added to the suppression list ({len(rows) - added} already there, {len(bad)} skipped)")
-    if bad:
+        err.print(f"[bold red]rejected[/] {b}", highlight=False)
+    for o in odd:
+        err.print(f"[bold yellow]check[/] {o}", highlight=False)
+    try:
+        ledger = Ledger(Env.from_environ().ledger)
+        added = ledger.suppress(rows)
+        ledger.close()
+    except CommsError as exc:
+        _fail(exc)
+    out.print(
+        f"{added} added to the suppression list ({len(rows) - added} already there, {len(bad)} skipped, "
+        f"{len(odd)} kept as written)"
+    )
+    if bad or odd:
         raise typer.Exit(1)
 
 

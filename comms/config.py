@@ -232,23 +232,52 @@ def _loc_str(loc: tuple[Any, ...]) -> str:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping: YAML keeps the last one silently, so a
+    second campaign under an existing name would replace the first without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"line {line}: key {key!r} repeats the one on line {seen[key]}")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def load_settings(path: str | Path) -> Settings:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8") from None
     return parse_settings(text, str(path))
 
 
 def parse_settings(text: str, name: str = "campaigns.yaml") -> Settings:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except ConfigError as exc:
+        raise ConfigError(f"{name}:{str(exc).removeprefix('line ')}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{name}{line}: invalid YAML: {exc.problem}") from None
+    except yaml.reader.ReaderError as exc:  # a NUL or another character YAML does not allow
+        line = text[: exc.position].count("\n") + 1
+        raise ConfigError(f"{name}:{line}: invalid YAML: character {exc.character!r} is not allowed") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{name}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{name}: invalid YAML: nested too deeply") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{name}: must be a mapping with 'district' and 'campaigns'")
     try:

@@ -27,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import email_validator
+
 # Credentials for the local servers (they check only their shape) and the sender they expect.
 ACCOUNT_SID, AUTH_TOKEN, MESSAGING_SERVICE_SID = "AC" + "1" * 32, "token", "MG" + "2" * 32
 API_KEY, SENDER = "SG.local-key", "news@dadeschools.net"
@@ -293,6 +295,17 @@ class _SendGridHandler(_Handler):
             return self._reply(400, {"errors": [{"field": "personalizations", "message": "must have 1 to 1000 items"}]})
         if not doc.get("from", {}).get("email") or not doc.get("subject") or not doc.get("content"):
             return self._reply(400, {"errors": [{"message": "from, subject and content are required"}]})
+        # as SendGrid: one invalid address refuses the whole request, naming each bad personalization
+        bad = [
+            {"message": "Does not contain a valid address.", "field": f"personalizations.{i}.to.0.email"}
+            for i, per in enumerate(pers)
+            if not _valid_address(per.get("to", [{}])[0].get("email", ""))
+        ]
+        if bad:
+            return self._reply(400, {"errors": bad})
+        categories = doc.get("categories") or []
+        if len(set(categories)) != len(categories):
+            return self._reply(400, {"errors": [{"message": "The categories must be unique.", "field": "categories"}]})
         msg_id = uuid.uuid4().hex[:22]
         with p.lock:
             p.batches.append(len(pers))
@@ -315,10 +328,19 @@ class _SendGridHandler(_Handler):
                     }
                 )
         self.send_response(202)
-        self.send_header("X-Message-Id", msg_id)
+        if not p.omit_message_id:
+            self.send_header("X-Message-Id", msg_id)
         self.send_header("Content-Length", "0")
         self.end_headers()
         return None
+
+
+def _valid_address(address: str) -> bool:
+    try:
+        email_validator.validate_email(address, check_deliverability=False)
+    except email_validator.EmailNotValidError:
+        return False
+    return True
 
 
 class FakeSendGrid(FakeProvider):
@@ -328,6 +350,7 @@ class FakeSendGrid(FakeProvider):
         self.deliveries: list[dict[str, Any]] = []
         self.by_request: dict[str, list[tuple[str, str]]] = defaultdict(list)  # for the Email Activity API
         self.activity = True  # False: answer /v3/messages 403, as for an account without the add-on
+        self.omit_message_id = False  # True: a 202 without X-Message-Id, which SendGrid does not promise
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,8 @@
     ├── RenderError               a template failed on a valid event: the event is dead-lettered
     ├── BusError                  the bus itself failed
     │   └── BusUnavailableError   the broker or database cannot be reached: retry later
+    ├── StoreError                a file the pipeline keeps (bus, ledger, roster, attendance) is damaged,
+    │                             deleted, full or read-only: the consumer stops with one line naming it
     └── DeliveryError
         ├── TransientDeliveryError  try again later (429, 5xx, timeout): the offset is not committed
         └── PermanentDeliveryError  never retry (opted out, invalid number): recorded in the ledger
@@ -44,6 +46,10 @@ class BusError(CommsError):
 
 class BusUnavailableError(BusError):
     """The bus cannot be reached (broker down, database locked for too long). Retry later."""
+
+
+class StoreError(CommsError):
+    """A database file failed in a way retrying cannot mend. The message names the file and the cause."""
 
 
 class DeliveryError(CommsError):

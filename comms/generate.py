@@ -61,14 +61,15 @@ def generate_bundle(directory: str | Path, students: int, seed: int = 2020) -> d
     with open(out / "orgs.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["sourcedId", "status", "dateLastModified", "name", "type", "identifier", "parentSourcedId"])
-        w.writerow(["district", "active", "2020-08-01", "Miami-Dade County Public Schools", "district", "MDCPS", ""])
+        w.writerow(["district", "", "", "Miami-Dade County Public Schools", "district", "MDCPS", ""])
         for i in range(n_schools):
             band = ("elementary", "elementary", "middle", "senior")[i % 4]
             sid = f"{1000 + i}"
             kind = {"elementary": "Elementary", "middle": "Middle", "senior": "Senior High"}[band]
-            w.writerow([sid, "active", "2020-08-01", f"{fakers['en'].last_name()} {kind}", "school", sid, "district"])
+            w.writerow([sid, "", "", f"{fakers['en'].last_name()} {kind}", "school", sid, "district"])
             schools[band].append(sid)
     used_phones: set[str] = set()
+    homerooms: set[tuple[str, str]] = set()  # (school, grade): the class each enrollment names
     counts = {"students": 0, "guardians": 0, "schools": n_schools}
     with (
         open(out / "users.csv", "w", newline="", encoding="utf-8") as uf,
@@ -100,6 +101,7 @@ def generate_bundle(directory: str | Path, students: int, seed: int = 2020) -> d
             kids = min(rng.choices((1, 2, 3), (0.6, 0.3, 0.1))[0], students - counts["students"])
             gids = [f"g{h:07d}-{k}" for k in range(rng.choices((1, 2), (0.7, 0.3))[0])]
             sids = [f"s{counts['students'] + k + 1:07d}" for k in range(kids)]
+            kid_schools: list[str] = []
             for sid in sids:
                 grade = rng.choice(GRADES)
                 band = next(b for b, gs in BANDS.items() if grade in gs)
@@ -107,8 +109,6 @@ def generate_bundle(directory: str | Path, students: int, seed: int = 2020) -> d
                 users.writerow(
                     {
                         "sourcedId": sid,
-                        "status": "active",
-                        "dateLastModified": "2020-08-01",
                         "enabledUser": "true",
                         "orgSourcedIds": school,
                         "role": "student",
@@ -120,11 +120,13 @@ def generate_bundle(directory: str | Path, students: int, seed: int = 2020) -> d
                         "metadata.synthetic": "true",
                     }
                 )
+                homerooms.add((school, grade))
+                kid_schools.append(school)
                 enroll.writerow(
                     [
                         f"e-{sid}",
-                        "active",
-                        "2020-08-01",
+                        "",
+                        "",
                         f"hr-{school}-{grade}",
                         school,
                         sid,
@@ -143,9 +145,8 @@ def generate_bundle(directory: str | Path, students: int, seed: int = 2020) -> d
                 users.writerow(
                     {
                         "sourcedId": gid,
-                        "status": "active",
-                        "dateLastModified": "2020-08-01",
                         "enabledUser": "true",
+                        "orgSourcedIds": ",".join(dict.fromkeys(kid_schools)),
                         "role": rng.choice(("parent", "parent", "guardian")),
                         "username": gid,
                         "givenName": fk.first_name(),
@@ -161,6 +162,8 @@ def generate_bundle(directory: str | Path, students: int, seed: int = 2020) -> d
                 )
             counts["students"] += kids
             counts["guardians"] += len(gids)
+    _write_classes(out, sorted(homerooms))
+    sent = {"academicSessions", "classes", "courses", "enrollments", "orgs", "users"}
     with open(out / "manifest.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerows(
@@ -168,10 +171,56 @@ def generate_bundle(directory: str | Path, students: int, seed: int = 2020) -> d
                 ["propertyName", "value"],
                 ["manifest.version", "1.0"],
                 ["oneroster.version", "1.1"],
-                ["file.orgs", "bulk"],
-                ["file.users", "bulk"],
-                ["file.enrollments", "bulk"],
+                *[[f"file.{name}", "bulk" if name in sent else "absent"] for name in MANIFEST_FILES],
                 ["source.systemName", "district-comms synthetic roster"],
             ]
         )
     return counts
+
+
+#: every file.* property a OneRoster 1.1 manifest lists, sent or not
+MANIFEST_FILES = (
+    "academicSessions",
+    "categories",
+    "classes",
+    "classResources",
+    "courses",
+    "courseResources",
+    "demographics",
+    "enrollments",
+    "lineItems",
+    "orgs",
+    "resources",
+    "results",
+    "users",
+)
+
+
+def _write_classes(out: Path, homerooms: list[tuple[str, str]]) -> None:
+    """The homeroom classes the enrollments name, their courses and the school year they belong to
+    (classes.csv needs a course and a term). Bulk files: status and dateLastModified blank."""
+    with open(out / "academicSessions.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(
+            ["sourcedId", "status", "dateLastModified", "title", "type", "startDate", "endDate", "parentSourcedId",
+             "schoolYear"]
+        )  # fmt: skip
+        w.writerow(["sy2021", "", "", "2020-2021", "schoolYear", "2020-08-24", "2021-06-09", "", "2021"])
+    with open(out / "courses.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(
+            ["sourcedId", "status", "dateLastModified", "schoolYearSourcedId", "title", "courseCode", "grades",
+             "orgSourcedId", "subjects", "subjectCodes"]
+        )  # fmt: skip
+        for school, grade in homerooms:
+            w.writerow([f"hr-course-{school}-{grade}", "", "", "sy2021", f"Homeroom {grade}", f"HR-{grade}", grade,
+                        school, "", ""])  # fmt: skip
+    with open(out / "classes.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(
+            ["sourcedId", "status", "dateLastModified", "title", "grades", "courseSourcedId", "classCode", "classType",
+             "location", "schoolSourcedId", "termSourcedIds", "subjects", "subjectCodes", "periods"]
+        )  # fmt: skip
+        for school, grade in homerooms:
+            w.writerow([f"hr-{school}-{grade}", "", "", f"Homeroom {grade}", grade, f"hr-course-{school}-{grade}",
+                        f"HR-{grade}", "homeroom", "", school, "sy2021", "", "", ""])  # fmt: skip

@@ -22,23 +22,28 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from comms.bus.sqlite import connect
+from comms.addresses import match_key
+from comms.clock import Clock, system_clock
 from comms.errors import ConfigError
+from comms.store import SqliteFile
 
 STATES = ("pending", "sending", "sent", "failed", "suppressed", "deferred")
 FINAL = frozenset({"sent", "failed", "suppressed"})
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # 2 -> 3: `contents` (version 2 payloads, content inline, still read) and indexes that a state
 # change does not move (bench/README.md: ledger writes 26,000 -> 39,000+ rows/s)
+# 3 -> 4: `events` (each event's digest, to tell a retry from a conflicting one under the same id);
+# suppression addresses rewritten in the form lookups use (E.164, lower-case e-mail)
 MIGRATIONS = {
     2: "DROP INDEX IF EXISTS deliveries_by_campaign; DROP INDEX IF EXISTS deliveries_deferred",
+    3: "",
 }
 
 SCHEMA = """
@@ -72,6 +77,12 @@ CREATE TABLE IF NOT EXISTS contents (
     hash    TEXT PRIMARY KEY,
     content TEXT NOT NULL
 ) WITHOUT ROWID;
+-- the digest of each event handled: the same id with another body is a conflict, not a retry
+CREATE TABLE IF NOT EXISTS events (
+    uid     TEXT PRIMARY KEY,
+    digest  TEXT NOT NULL,
+    created REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS suppressions (
     channel TEXT NOT NULL,
     address TEXT NOT NULL,
@@ -90,6 +101,17 @@ def sent_today_sql(guardians: int) -> str:
     return (
         "SELECT guardian, count(*) FROM deliveries INDEXED BY deliveries_by_guardian_day WHERE channel=? AND "
         f"sent_day=? AND state IN ('sending', 'sent') AND guardian IN ({','.join('?' * guardians)}) GROUP BY guardian"
+    )
+
+
+def _normalise_suppressions(conn: sqlite3.Connection) -> None:
+    """Version 3 stored addresses as imported: rewrite them in the form lookups use."""
+    rows = conn.execute("SELECT channel, address, reason, source, created FROM suppressions").fetchall()
+    changed = [(c, a, r, s, t, match_key(c, a)) for c, a, r, s, t in rows if match_key(c, a) != a]
+    conn.executemany("DELETE FROM suppressions WHERE channel=? AND address=?", [(c, a) for c, a, *_ in changed])
+    conn.executemany(
+        "INSERT OR IGNORE INTO suppressions(channel, address, reason, source, created) VALUES (?, ?, ?, ?, ?)",
+        [(c, key, r, s, t) for c, _, r, s, t, key in changed],
     )
 
 
@@ -121,37 +143,52 @@ class Row:
 
 
 class Ledger:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, clock: Clock = system_clock) -> None:
         self.path = Path(path)
+        self.clock = clock
         self._lock = threading.Lock()
         self._opened: dict[str, Entry] = {}  # the last open()'s entries: rows not yet written are inserted
-        self.conn = connect(self.path)
+        self.file = SqliteFile(self.path, "ledger")
+        self.conn = self.file.open()
         # Check and create in one write transaction: two consumers opening a new ledger at the same time
         # must not see each other's tables before the schema version is stamped.
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            has_table = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name='deliveries'").fetchone()
-            if has_table and version != SCHEMA_VERSION and version not in MIGRATIONS:
-                raise ConfigError(
-                    f"ledger {self.path} has schema {version}, this version needs {SCHEMA_VERSION}: "
-                    "move the file aside (it is the record of what was sent) and start a new one"
-                )
-            migration = MIGRATIONS.get(version, "") if has_table else ""
-            for statement in (migration + ";" + SCHEMA).split(";"):
-                if statement.strip():
-                    self.conn.execute(statement)
-            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            self.conn.execute("COMMIT")
-        except BaseException:
+        with self.file.errors("cannot set up its tables"):
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+                has_table = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name='deliveries'").fetchone()
+                if has_table and version != SCHEMA_VERSION and version not in MIGRATIONS:
+                    raise ConfigError(
+                        f"ledger {self.path} has schema {version}, this version needs {SCHEMA_VERSION}: "
+                        "move the file aside (it is the record of what was sent) and start a new one"
+                    )
+                migration = MIGRATIONS.get(version, "") if has_table else ""
+                for statement in (migration + ";" + SCHEMA).split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                if has_table and version < 4:
+                    _normalise_suppressions(self.conn)
+                self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        # SQLite has already rolled back when a write failed for a full disk: ROLLBACK would then fail
+        # with "no transaction is active" and hide the real error
+        if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
-            raise
+
+    def _now(self) -> float:
+        return self.clock().timestamp()
 
     def _write(self, *statements: tuple[str, Sequence[tuple[Any, ...]]]) -> None:
         """executemany of each (sql, rows), all in one transaction."""
         if not any(rows for _, rows in statements):
             return
-        with self._lock:
+        with self._lock, self.file.errors("cannot write"):
+            self.file.check()
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 for sql, rows in statements:
@@ -159,7 +196,7 @@ class Ledger:
                         self.conn.executemany(sql, rows)
                 self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                self._rollback()
                 raise
 
     def _write_states(
@@ -179,7 +216,7 @@ class Ledger:
         )
         sets = ", ".join(c + "=" + how.format("?") for c, how in columns.items())
         update = f"UPDATE deliveries SET {sets} WHERE key=?"
-        now = time.time()
+        now = self._now()
         new, old = [], []
         for key, *values in items:
             e = self._opened.get(key)
@@ -243,7 +280,7 @@ class Ledger:
     def rows(self, keys: Sequence[str]) -> dict[str, Row]:
         out: dict[str, Row] = {}
         contents: dict[str, dict[str, Any]] = {}
-        with self._lock:
+        with self._lock, self.file.errors("cannot read"):
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
                 q = (
@@ -256,7 +293,7 @@ class Ledger:
 
     def mark(self, updates: Iterable[tuple[str, str, str | None, str | None]]) -> None:
         """(key, state, provider_id, detail) for each message, in one transaction."""
-        now = time.time()
+        now = self._now()
         self._write_states(
             [(key, state, pid, detail, now) for key, state, pid, detail in updates],
             {"state": "{}", "provider_id": "coalesce({}, provider_id)", "detail": "{}", "updated": "{}"},
@@ -264,7 +301,7 @@ class Ledger:
 
     def mark_sending(self, items: Iterable[tuple[str, dict[str, Any], str]]) -> None:
         """(key, payload, day) before the provider is called: what a crash leaves here is reconciled."""
-        now = time.time()
+        now = self._now()
         items = list(items)
         payloads, contents = self._pack([p for _, p, _ in items])
         self._write_states(
@@ -275,7 +312,7 @@ class Ledger:
 
     def defer(self, items: Iterable[tuple[str, dict[str, Any], float, str]]) -> None:
         """(key, payload, not_before, detail): keep the rendered message until its window opens."""
-        now = time.time()
+        now = self._now()
         items = list(items)
         payloads, contents = self._pack([p for _, p, _, _ in items])
         self._write_states(
@@ -288,7 +325,7 @@ class Ledger:
         )
 
     def due(self, channel: str, now: float, limit: int = 500) -> list[Row]:
-        with self._lock:
+        with self._lock, self.file.errors("cannot read"):
             rows = self.conn.execute(
                 "SELECT key, state, destination, payload, updated, guardian FROM deliveries "
                 "WHERE channel=? AND state='deferred' AND not_before<=? ORDER BY not_before LIMIT ?",
@@ -299,11 +336,20 @@ class Ledger:
 
     def sent_today(self, channel: str, guardians: Sequence[str], day: str) -> dict[str, int]:
         out: dict[str, int] = {}
-        with self._lock:
+        with self._lock, self.file.errors("cannot read"):
             for i in range(0, len(guardians), 500):
                 chunk = list(guardians[i : i + 500])
                 out.update(self.conn.execute(sent_today_sql(len(chunk)), (channel, day, *chunk)).fetchall())
         return out
+
+    # -- events ---------------------------------------------------------------------------------------
+    def remember_event(self, uid: str, digest: str) -> str:
+        """Record an event's digest the first time its id is seen; return the digest on record."""
+        self._write(
+            ("INSERT OR IGNORE INTO events(uid, digest, created) VALUES (?, ?, ?)", [(uid, digest, self._now())])
+        )
+        with self._lock, self.file.errors("cannot read"):
+            return str(self.conn.execute("SELECT digest FROM events WHERE uid=?", (uid,)).fetchone()[0])
 
     # -- suppression list -------------------------------------------------------------------------------
     def suppress(self, items: Iterable[tuple[str, str, str, str]]) -> int:
@@ -313,7 +359,7 @@ class Ledger:
         self._write(
             (
                 "INSERT OR IGNORE INTO suppressions(channel, address, reason, source, created) VALUES (?, ?, ?, ?, ?)",
-                [(c, a.strip().lower() if c == "email" else a.strip(), r, s, time.time()) for c, a, r, s in items],
+                [(c, match_key(c, a), r, s, self._now()) for c, a, r, s in items],
             )
         )
         return self.conn.total_changes - before
@@ -321,9 +367,9 @@ class Ledger:
     def suppressed(self, channel: str, addresses: Sequence[str]) -> dict[str, str]:
         """address -> reason, for the addresses on the list."""
         out: dict[str, str] = {}
-        norm = {(a.lower() if channel == "email" else a): a for a in addresses}
+        norm = {match_key(channel, a): a for a in addresses}
         keys = list(norm)
-        with self._lock:
+        with self._lock, self.file.errors("cannot read"):
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
                 q = (
@@ -343,12 +389,12 @@ class Ledger:
             q += " WHERE campaign=?"
             args = (campaign,)
         q += " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
-        with self._lock:
+        with self._lock, self.file.errors("cannot read"):
             return [tuple(r) for r in self.conn.execute(q, args)]
 
     def details(self, campaign: str) -> list[tuple[str, str, str, int]]:
         """(channel, state, detail, count) for `comms report`: why messages were suppressed or failed."""
-        with self._lock:
+        with self._lock, self.file.errors("cannot read"):
             return [
                 tuple(r)
                 for r in self.conn.execute(

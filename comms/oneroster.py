@@ -1,8 +1,9 @@
 """Import a OneRoster 1.1 CSV bundle into the roster database (`comms roster import DIR`).
 
-Read: manifest.csv, orgs.csv (type school), users.csv (roles student, parent, guardian),
-enrollments.csv (a student's school when users.csv names none). demographics.csv may be present and
-is not needed. Columns beyond the standard, as OneRoster allows with the `metadata.` prefix:
+Read: manifest.csv, orgs.csv (type school), users.csv (roles student, and parent, guardian or relative
+for the adults a school may contact), enrollments.csv (a student's school when users.csv names none).
+demographics.csv and classes.csv may be present and are not needed. Columns beyond the standard, as
+OneRoster allows with the `metadata.` prefix:
 
     metadata.language      en | es | ht   the guardian's language (default: the district's)
     metadata.smsConsent    true | false   consent to text messages (default false: no consent, no SMS)
@@ -10,26 +11,43 @@ is not needed. Columns beyond the standard, as OneRoster allows with the `metada
     metadata.noContact     true | false   never contact (default false)
     metadata.synthetic     true | false   generated data (`comms roster generate`): local providers only
 
-A bad row is reported with file, line and reason and left out; it never stops the import. A phone
-number that is not a valid number is reported and left empty, never guessed.
+Two kinds of problem:
+- Structural (the folder or a required file missing, a required column missing, a delimiter other than
+  a comma, bytes that are not UTF-8, a field past the csv module's limit, which an unclosed quote
+  causes): the bundle cannot be trusted and **nothing changes**; `comms roster import` exits 1. A
+  broken export must never empty the roster, or the next event would reach nobody.
+- A bad row is reported with file, line and reason and left out (or its bad field left empty); it never
+  stops the import. Nothing is guessed: a phone with letters (`305-CALL-NOW`) or an extension, an
+  e-mail address that is not one address, a name with control characters are reported.
+
+A re-import that would remove more than `max_shrink` of the families (20%) is refused unless allowed:
+a partial export looks like a district that lost a fifth of its families.
 """
 
 from __future__ import annotations
 
 import csv
-import sqlite3
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import phonenumbers
-
-from comms.bus.sqlite import connect
-from comms.events.models import GRADE_CODES
+from comms import addresses
+from comms.store import SqliteFile
 
 LANGUAGES = ("en", "es", "ht")
-GUARDIAN_ROLES = ("parent", "guardian")
+GUARDIAN_ROLES = ("parent", "guardian", "relative")
+#: OneRoster 1.1's grade vocabulary (CEDS): a student may also have no grade
+ONEROSTER_GRADES = frozenset({"IT", "PR", "PK", "TK", "KG", *(f"{n:02d}" for n in range(1, 14)), "PS", "UG", "Other"})
+REQUIRED_FILES = ("orgs.csv", "users.csv")
+REQUIRED_COLUMNS = {
+    "orgs.csv": ("sourcedId", "name", "type"),
+    "users.csv": ("sourcedId", "role", "givenName"),
+    "enrollments.csv": ("userSourcedId", "schoolSourcedId", "role"),
+    "manifest.csv": ("propertyName", "value"),
+}
+MAX_SHRINK = 0.2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schools (id TEXT PRIMARY KEY, name TEXT NOT NULL);
@@ -50,14 +68,28 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}"
+        return f"{self.file}:{self.line}: {self.reason}" if self.line else f"{self.file}: {self.reason}"
+
+
+class BundleError(Exception):
+    """The bundle fails a structural check: nothing is imported."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
 
 
 @dataclass
 class ImportReport:
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # rows left out or fixed
+    fatal: list[Problem] = field(default_factory=list)  # structural: nothing was imported
+    warnings: list[Problem] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # rows now in each table
     changes: dict[str, Counter[str]] = field(default_factory=dict)  # table -> added/updated/removed
+
+    @property
+    def ok(self) -> bool:
+        return not self.fatal
 
 
 def _bool(value: str | None, default: bool) -> bool:
@@ -65,90 +97,181 @@ def _bool(value: str | None, default: bool) -> bool:
     return default if not v else v in ("true", "1", "yes", "y")
 
 
-def _rows(path: Path, report: ImportReport) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line, row) one at a time: a district's users.csv held whole took about 1 GB."""
+def _control(text: str) -> bool:
+    return any(unicodedata.category(c) in ("Cc", "Cf") for c in text)
+
+
+class _Lines:
+    """Decoded lines of a file, with the line number known for an encoding error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.line = path, 0
+
+    def __iter__(self) -> Iterator[str]:
+        with self.path.open("rb") as f:
+            first = True
+            for raw in f:
+                self.line += 1
+                if first:
+                    raw, first = raw.removeprefix(b"\xef\xbb\xbf"), False  # Excel's "CSV UTF-8" BOM
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    hint = " (Latin-1 or Windows-1252?)" if raw[exc.start] >= 0x80 else ""
+                    raise BundleError(
+                        Problem(
+                            self.path.name,
+                            self.line,
+                            f"byte 0x{raw[exc.start]:02x} is not UTF-8{hint}: OneRoster files are UTF-8; "
+                            "export again as UTF-8",
+                        )
+                    ) from None
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line, row) one at a time (a district's users.csv held whole took about 1 GB); BundleError
+    for what makes the whole file unreadable."""
     if not path.exists():
         return
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        for row in reader:
-            if row.get("status", "active").strip() == "tobedeleted":
+    lines = _Lines(path)
+    reader = csv.reader(lines)
+    try:
+        header = [h.strip() for h in next(reader, [])]
+        _check_header(path.name, header)
+        for values in reader:
+            if not any(v.strip() for v in values):
                 continue
-            yield reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            line = reader.line_num
+            if len(values) != len(header):
+                yield line, {"__short__": f"{len(values)} fields where the header has {len(header)}"}
+                continue
+            row = {k: v.strip() for k, v in zip(header, values, strict=True) if k}
+            if row.get("status", "") == "tobedeleted":
+                continue
+            yield line, row
+    except csv.Error as exc:
+        raise BundleError(
+            Problem(path.name, reader.line_num, f"{exc} (an unclosed quote swallows the rest of the file)")
+        ) from None
+
+
+def _check_header(name: str, header: list[str]) -> None:
+    required = REQUIRED_COLUMNS.get(name, ())
+    if len(header) == 1 and any(d in header[0] for d in ";\t|"):
+        delim = next(d for d in ";\t|" if d in header[0])
+        raise BundleError(Problem(name, 1, f"columns are separated by {delim!r}: OneRoster CSV uses commas"))
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise BundleError(Problem(name, 1, f"required column(s) missing: {', '.join(missing)}"))
+
+
+def check_structure(directory: Path) -> list[Problem]:
+    """The checks a bundle must pass before anything is read into the roster."""
+    if not directory.is_dir():
+        return [Problem(str(directory), 0, "is not a folder (a OneRoster bundle is a folder of CSV files)")]
+    return [
+        Problem(name, 0, "file missing: a OneRoster bundle needs orgs.csv and users.csv")
+        for name in REQUIRED_FILES
+        if not (directory / name).is_file()
+    ]
 
 
 def read_bundle(directory: Path, default_language: str = "en", region: str = "US") -> tuple[dict, ImportReport]:
-    """Parse a bundle into tables of rows; every problem is collected, none raised."""
+    """Parse a bundle into tables of rows; row problems are collected; BundleError if it is broken."""
     report = ImportReport()
     bad = report.problems.append
-    for name in ("orgs.csv", "users.csv"):
-        if not (directory / name).exists():
-            bad(Problem(name, 0, "file missing: a OneRoster bundle needs orgs.csv and users.csv"))
-    for line, row in _rows(directory / "manifest.csv", report):
+    if not (directory / "manifest.csv").is_file():
+        report.warnings.append(Problem("manifest.csv", 0, "missing: the bundle's version is not stated (read as 1.1)"))
+    for line, row in _rows(directory / "manifest.csv"):
         if row.get("propertyName") == "oneroster.version" and row.get("value") not in ("1.1", "1.1.0"):
             bad(Problem("manifest.csv", line, f"oneroster.version {row.get('value')!r}: this importer reads 1.1"))
 
     schools: dict[str, tuple[str, str]] = {}
-    for line, row in _rows(directory / "orgs.csv", report):
+    for line, row in _rows(directory / "orgs.csv"):
+        if "__short__" in row:
+            bad(Problem("orgs.csv", line, row["__short__"]))
+            continue
         if row.get("type") != "school":
             continue
         if not row.get("sourcedId") or not row.get("name"):
             bad(Problem("orgs.csv", line, "a school needs sourcedId and name"))
-            continue
-        schools[row["sourcedId"]] = (row["sourcedId"], row["name"])
+        elif row["sourcedId"] in schools:
+            bad(Problem("orgs.csv", line, f"school {row['sourcedId']}: sourcedId repeats an earlier row; left out"))
+        elif _control(row["name"]):
+            bad(Problem("orgs.csv", line, f"school {row['sourcedId']}: name has control characters; left out"))
+        else:
+            schools[row["sourcedId"]] = (row["sourcedId"], row["name"])
 
     enrolled_at: dict[str, str] = {}
-    for _, row in _rows(directory / "enrollments.csv", report):
-        if row.get("role") == "student" and row.get("schoolSourcedId") in schools:
+    for line, row in _rows(directory / "enrollments.csv"):
+        if "__short__" in row:
+            bad(Problem("enrollments.csv", line, row["__short__"]))
+        elif row.get("role") == "student" and row.get("schoolSourcedId") in schools:
             enrolled_at.setdefault(row.get("userSourcedId", ""), row["schoolSourcedId"])
 
     students: dict[str, tuple] = {}
     guardians: dict[str, tuple] = {}
     links: set[tuple[str, str]] = set()
+    seen: dict[str, int] = {}  # sourcedId -> its line, for duplicates
+    left_out: dict[str, int] = {}  # students left out -> their line, for the guardians that name them
     agents: dict[str, tuple[int, str, list[str]]] = {}  # user -> (line, role, agent ids) to link afterwards
-    for line, row in _rows(directory / "users.csv", report):
+    for line, row in _rows(directory / "users.csv"):
+        if "__short__" in row:
+            bad(Problem("users.csv", line, row["__short__"]))
+            continue
         uid, role, given = row.get("sourcedId", ""), row.get("role", ""), row.get("givenName", "")
         if not uid:
             bad(Problem("users.csv", line, "sourcedId is empty"))
             continue
+        if uid in seen:
+            bad(Problem("users.csv", line, f"{role} {uid}: sourcedId repeats line {seen[uid]}; this row left out"))
+            continue
+        seen[uid] = line
         if role == "student":
             grades = [g.strip() for g in row.get("grades", "").split(",") if g.strip()]
-            school = next((o for o in row.get("orgSourcedIds", "").split(",") if o.strip() in schools), None)
-            school = (school or enrolled_at.get(uid, "")).strip()
+            school = next((o.strip() for o in row.get("orgSourcedIds", "").split(",") if o.strip() in schools), None)
+            school = school or enrolled_at.get(uid, "")
+            why = None
             if not given:
-                bad(Problem("users.csv", line, f"student {uid}: givenName is empty"))
-            elif not grades or grades[0] not in GRADE_CODES:
+                why = f"student {uid}: givenName is empty"
+            elif _control(given):
+                why = f"student {uid}: givenName has control characters"
+            elif grades and grades[0] not in ONEROSTER_GRADES:
+                why = (
+                    f"student {uid}: grade {grades[0]!r} is not a OneRoster 1.1 grade "
+                    "(IT, PR, PK, TK, KG, 01..13, PS, UG, Other)"
+                )
+            elif not school:
+                why = f"student {uid}: no known school in orgSourcedIds or enrollments"
+            if why:
+                bad(Problem("users.csv", line, why))
+                left_out[uid] = line
+                continue
+            students[uid] = (uid, given, grades[0] if grades else "", school)
+            agents[uid] = (line, role, [a.strip() for a in row.get("agentSourcedIds", "").split(",") if a.strip()])
+        elif role in GUARDIAN_ROLES:
+            if not given or _control(given):
                 bad(
                     Problem(
                         "users.csv",
                         line,
-                        f"student {uid}: grade {grades[0] if grades else ''!r} is not a "
-                        "OneRoster grade (PK, KG, 01..12)",
+                        f"{role} {uid}: givenName is {'empty' if not given else 'not text (control characters)'}",
                     )
                 )
-            elif not school:
-                bad(Problem("users.csv", line, f"student {uid}: no known school in orgSourcedIds or enrollments"))
-            else:
-                students[uid] = (uid, given, grades[0], school)
-                agents[uid] = (line, role, [a.strip() for a in row.get("agentSourcedIds", "").split(",") if a.strip()])
-        elif role in GUARDIAN_ROLES:
-            if not given:
-                bad(Problem("users.csv", line, f"{role} {uid}: givenName is empty"))
                 continue
             phone = None
             raw_phone = row.get("sms") or row.get("phone")
             if raw_phone:
                 try:
-                    parsed = phonenumbers.parse(raw_phone, region)
-                    if not phonenumbers.is_valid_number(parsed):
-                        raise phonenumbers.NumberParseException(1, "not a valid number")
-                    phone = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-                except phonenumbers.NumberParseException:
-                    bad(Problem("users.csv", line, f"{role} {uid}: phone is not a valid number; left empty"))
-            email = row.get("email") or None
-            if email and ("@" not in email or "." not in email.rpartition("@")[2]):
-                bad(Problem("users.csv", line, f"{role} {uid}: email is not an address; left empty"))
-                email = None
+                    phone = addresses.phone(raw_phone, region)
+                except addresses.AddressError as exc:
+                    bad(Problem("users.csv", line, f"{role} {uid}: phone {exc}; left empty"))
+            email = None
+            if row.get("email"):
+                try:
+                    email = addresses.email(row["email"])
+                except addresses.AddressError as exc:
+                    bad(Problem("users.csv", line, f"{role} {uid}: email is not one valid address ({exc}); left empty"))
             lang = row.get("metadata.language", "").lower() or default_language
             if lang not in LANGUAGES:
                 bad(
@@ -177,45 +300,81 @@ def read_bundle(directory: Path, default_language: str = "en", region: str = "US
             pair = (uid, other) if role == "student" else (other, uid)
             if pair[0] in students and pair[1] in guardians:
                 links.add(pair)
-            elif other not in students and other not in guardians:
+            elif other in left_out:
+                bad(
+                    Problem(
+                        "users.csv", line, f"{role} {uid}: links to student {other}, left out (line {left_out[other]})"
+                    )
+                )
+            elif other not in students and other not in guardians and other not in seen:
                 bad(Problem("users.csv", line, f"{role} {uid}: agentSourcedIds names unknown user {other!r}"))
     tables = {"schools": schools, "students": students, "guardians": guardians, "links": {pair: pair for pair in links}}
     return tables, report
 
 
-def import_bundle(directory: str | Path, db: str | Path, default_language: str = "en") -> ImportReport:
-    """Replace the roster in `db` with the bundle's, in one transaction; report what changed."""
-    tables, report = read_bundle(Path(directory), default_language)
-    conn = connect(Path(db), synchronous="NORMAL")
-    conn.executescript(SCHEMA)
-    keys = {"schools": "id", "students": "id", "guardians": "id", "links": "student_id, guardian_id"}
-    conn.execute("BEGIN IMMEDIATE")
+def import_bundle(
+    directory: str | Path,
+    db: str | Path,
+    default_language: str = "en",
+    *,
+    allow_shrink: bool = False,
+    max_shrink: float = MAX_SHRINK,
+) -> ImportReport:
+    """Replace the roster in `db` with the bundle's, in one transaction; report what changed.
+
+    A bundle that fails a structural check, or that would remove more than `max_shrink` of the
+    families without `allow_shrink`, changes nothing: the report's `fatal` says why."""
+    directory = Path(directory)
+    fatal = check_structure(directory)
+    if fatal:
+        return ImportReport(fatal=fatal)
     try:
-        for table, rows in tables.items():
-            old = {tuple(r[: len(keys[table].split(","))]): tuple(r) for r in conn.execute(f"SELECT * FROM {table}")}
-            new = {(k,) if isinstance(k, str) else k: v for k, v in rows.items()}
-            changes = Counter(
-                added=len(new.keys() - old.keys()),
-                removed=len(old.keys() - new.keys()),
-                updated=sum(1 for k in new.keys() & old.keys() if tuple(new[k]) != tuple(old[k])),
-            )
-            report.changes[table] = changes
-            if changes["added"] or changes["removed"] or changes["updated"]:
-                conn.execute(f"DELETE FROM {table}")
-                width = len(next(iter(new.values()))) if new else 0
-                if new:
-                    conn.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * width)})", list(new.values()))
-            report.counts[table] = len(new)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        tables, report = read_bundle(directory, default_language)
+    except BundleError as exc:
+        return ImportReport(fatal=[exc.problem])
+    file = SqliteFile(Path(db), "roster")
+    conn = file.open(synchronous="NORMAL")
+    keys = {"schools": "id", "students": "id", "guardians": "id", "links": "student_id, guardian_id"}
+    try:
+        with file.errors("cannot write"):
+            conn.executescript(SCHEMA)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for table, rows in tables.items():
+                    width = len(keys[table].split(","))
+                    old = {tuple(r[:width]): tuple(r) for r in conn.execute(f"SELECT * FROM {table}")}
+                    new = {(k,) if isinstance(k, str) else k: v for k, v in rows.items()}
+                    changes = Counter(
+                        added=len(new.keys() - old.keys()),
+                        removed=len(old.keys() - new.keys()),
+                        updated=sum(1 for k in new.keys() & old.keys() if tuple(new[k]) != tuple(old[k])),
+                    )
+                    report.changes[table] = changes
+                    if table == "guardians" and old and not allow_shrink and changes["removed"] > max_shrink * len(old):
+                        report.fatal.append(
+                            Problem(
+                                "users.csv",
+                                0,
+                                f"would remove {changes['removed']:,} of {len(old):,} families "
+                                f"({changes['removed'] / len(old):.0%}, more than {max_shrink:.0%}): nothing changed; "
+                                "if the district really lost them, import again with --allow-shrink",
+                            )
+                        )
+                        conn.execute("ROLLBACK")
+                        return report
+                    if changes["added"] or changes["removed"] or changes["updated"]:
+                        conn.execute(f"DELETE FROM {table}")
+                        if new:
+                            width_all = len(next(iter(new.values())))
+                            conn.executemany(
+                                f"INSERT INTO {table} VALUES ({','.join('?' * width_all)})", list(new.values())
+                            )
+                    report.counts[table] = len(new)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
     finally:
         conn.close()
     return report
-
-
-def load_tables(db: str | Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(db))
-    conn.row_factory = sqlite3.Row
-    return conn

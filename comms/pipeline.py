@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from comms.channels import Channel, Message
+from comms.channels.segments import sms_size
+from comms.clock import Clock, system_clock
 from comms.config import Campaign, Settings
-from comms.errors import EventValidationError, PermanentDeliveryError, TransientDeliveryError
-from comms.events import AbsenceThreshold, Event
+from comms.errors import EventValidationError, PermanentDeliveryError, RenderError, TransientDeliveryError
+from comms.events import AbsenceThreshold, Event, conflicting_duplicate
 from comms.ledger import FINAL, Entry, Ledger, Row, delivery_key, message_payload
 from comms.privacy import mask
 from comms.render import Rendered, Renderer
@@ -30,12 +31,6 @@ log = logging.getLogger("comms.pipeline")
 OPTED_OUT_CODES = {"21610"}  # Twilio: the recipient replied STOP
 PERSONAL = frozenset({"guardian", "students", "*"})  # context a per-family template reads
 PARTIAL_RETRY = 0.1  # seconds: some messages went through, the provider is only shedding load
-
-Clock = Callable[[], dt.datetime]
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +56,7 @@ class Pipeline:
         renderer: Renderer,
         ledger: Ledger,
         channels: dict[str, Channel],
-        clock: Clock = utc_now,
+        clock: Clock = system_clock,
         chunk: int = 5000,
     ) -> None:
         self.settings, self.roster, self.renderer, self.ledger = settings, roster, renderer, ledger
@@ -140,6 +135,12 @@ class Pipeline:
                         "data.absences",
                     )
 
+    def refuse_conflict(self, event: Event) -> None:
+        """The same id with another body is a correction sent under the old id: the ledger would take it
+        for a retry and drop it without a word, so it is refused with the reason instead."""
+        if self.ledger.remember_event(event.uid, event.digest) != event.digest:
+            raise conflicting_duplicate(event)
+
     # -- time -----------------------------------------------------------------------------------------
     def _local_now(self) -> dt.datetime:
         return self.clock().astimezone(self.settings.district.tz)
@@ -164,14 +165,19 @@ class Pipeline:
         self.check(event)
         outcome: Counter[str] = Counter()
         transient: TransientDeliveryError | None = None
-        for cid, campaign in self.settings.campaigns_for(event.type):
+        campaigns = [(cid, c) for cid, c in self.settings.campaigns_for(event.type) if getattr(c.channels, channel)]
+        if campaigns:
+            self.refuse_conflict(event)
+        plans = []
+        for cid, campaign in campaigns:
             chcfg = getattr(campaign.channels, channel)
-            if chcfg is None:
-                continue
             targets = self._targets(channel, campaign, event)
-            # Mass messages that read nothing personal are rendered once per language.
+            # Mass messages that read nothing personal are rendered once per language, all of them
+            # before anything goes out: a text that cannot go must hold the event in every language.
             personal = bool(PERSONAL & self._template_reads(channel, chcfg.template, targets))
-            rendered: dict[str, Rendered] = {}
+            rendered = {} if personal else self._render_each_language(event, channel, cid, campaign, targets, outcome)
+            plans.append((cid, campaign, targets, personal, rendered))
+        for cid, campaign, targets, personal, rendered in plans:
             # Chunks bound the memory a district-wide fan-out needs, and let the first families'
             # messages go out while the last ones are still being ledgered.
             for i in range(0, len(targets), self.chunk):
@@ -187,6 +193,38 @@ class Pipeline:
         if transient is not None:
             raise transient
         return outcome
+
+    def _render_each_language(
+        self, event: Event, channel: str, cid: str, campaign: Campaign, targets: list[Target], outcome: Counter[str]
+    ) -> dict[str, Rendered]:
+        """The one text per language of a mass message; RenderError if any is too long to send."""
+        chcfg = getattr(campaign.channels, channel)
+        first = {t.lang: t for t in reversed(targets)}
+        rendered = {}
+        for lang, t in sorted(first.items()):
+            r = self.renderer.render(
+                channel, chcfg.template, lang, self.context(cid, campaign, event, lang, t.recipient)
+            )
+            outcome["rendered"] += 1
+            if too_long := self._too_long(channel, r):
+                raise RenderError(
+                    f"campaigns.{cid}.channels.{channel} ({lang}): {too_long}: the event is held, not sent to anyone "
+                    "in any language; shorten the template or the event's text"
+                )
+            rendered[lang] = r
+        return rendered
+
+    def _too_long(self, channel: str, r: Rendered) -> str | None:
+        """Why a rendered message may not go out because of its length, if so.
+
+        The rule: an SMS over district.sms_max_segments is never sent. A mass text over it holds the
+        whole event (RenderError, dead-lettered with this reason); a personal one fails for that family
+        with the reason in the ledger (`comms report` shows it)."""
+        if channel != "sms":
+            return None
+        size = sms_size(r.parts["txt"].strip())
+        limit = self.settings.district.sms_max_segments
+        return f"sms_too_long: {size}, more than district.sms_max_segments ({limit})" if size.segments > limit else None
 
     def _template_reads(self, channel: str, template: str, targets: list[Target]) -> frozenset[str]:
         langs = {t.lang for t in targets}
@@ -240,6 +278,7 @@ class Pipeline:
         if chcfg.unsubscribe_group:
             meta["unsubscribe_group"] = str(chcfg.unsubscribe_group)
         messages = []
+        too_long_marks: list[tuple[str, str, str | None, str | None]] = []
         for k, t in todo.items():
             if k in done:
                 continue
@@ -251,6 +290,9 @@ class Pipeline:
                 outcome["rendered"] += 1
                 if not personal:
                     rendered[t.lang] = r
+                elif too_long := self._too_long(channel, r):
+                    too_long_marks.append((k, "failed", None, too_long))
+                    continue
             # Press drafts: one name per event and campaign, the language as suffix (…-ab12cd34.es.md)
             to = t.to or f"{issued.isoformat()}-{cid}-{delivery_key(event.uid, cid, '', '')[:8]}.{t.lang}"
             messages.append(
@@ -267,6 +309,12 @@ class Pipeline:
                     meta,
                     t.recipient.guardian.id if t.recipient else None,
                 )
+            )
+        if too_long_marks:
+            self.ledger.mark(too_long_marks)
+            outcome["failed"] += len(too_long_marks)
+            log.warning(
+                "%s %s: %d message(s) too long to send: %s", channel, cid, len(too_long_marks), too_long_marks[0][3]
             )
         self.deliver(channel, messages, rows, out=outcome)
 
@@ -309,7 +357,8 @@ class Pipeline:
         ]
         crashed = [m for m in messages if rows[m.key].state == "sending"]
         # The provider's record may lag its sends: wait until it can tell "sent" from "lost".
-        age = {m.key: time.time() - rows[m.key].updated for m in crashed}
+        now_ts = self.clock().timestamp()
+        age = {m.key: now_ts - rows[m.key].updated for m in crashed}
         settling = [m for m in crashed if age[m.key] < provider.reconcile_after]
         settle: TransientDeliveryError | None = None
         if settling:

@@ -2,6 +2,11 @@
 
 Offsets are committed only after every record of the batch is either ledgered or dead-lettered, so a
 crash anywhere means redelivery (at-least-once) and the ledger makes the effect exactly-once.
+
+One record never stops a consumer: whatever it makes the handler raise, short of the bus, a stored
+file or the configuration failing (BusError, StoreError, ConfigError: the run stops or waits, since
+no other record would fare better), it is dead-lettered with the reason and the next one is handled.
+Otherwise it would crash the consumer again on every restart, and every later event would wait.
 """
 
 from __future__ import annotations
@@ -13,8 +18,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from comms.bus import Bus, Consumer
-from comms.errors import BusError, EventValidationError, RenderError, TransientDeliveryError
+from comms.bus import Bus, Consumer, Record
+from comms.errors import (
+    BusError,
+    ConfigError,
+    EventValidationError,
+    RenderError,
+    StoreError,
+    TransientDeliveryError,
+)
 from comms.events import Event, parse_event
 
 log = logging.getLogger("comms.worker")
@@ -60,23 +72,39 @@ class Worker:
         done = []
         for rec in records:
             try:
+                if rec.problem:
+                    raise EventValidationError(rec.problem)
                 event = parse_event(rec.value)
                 self.stats.update(self.handle(event))
                 self.stats["events"] += 1
             except (EventValidationError, RenderError) as exc:
-                self.bus.dead_letter(rec, str(exc), self.group)
-                self.stats["dead_lettered"] += 1
-                log.warning("%s: %s@%s dead-lettered: %s", self.group, rec.topic, rec.offset, exc)
+                self._dead_letter(rec, str(exc))
+            except (BusError, StoreError, ConfigError):
+                raise
             except TransientDeliveryError as exc:
                 # Keep what is done, re-read this record after a pause; the ledger skips what went out.
                 self.consumer.commit(done)
                 self.consumer.rewind()
                 self._pause(exc, f"{rec.topic}@{rec.offset}")
                 return len(done) + released
+            except Exception as exc:  # a defect this record runs into: keep it, with the reason, and go on
+                self._dead_letter(rec, f"could not be handled ({exc.__class__.__name__}: {exc})", error=True)
             done.append(rec)
         self.consumer.commit(done)
         self.failures = 0
         return len(records) + released
+
+    def _dead_letter(self, rec: Record, reason: str, error: bool = False) -> None:
+        self.bus.dead_letter(rec, reason, self.group)
+        self.stats["dead_lettered"] += 1
+        log.log(
+            logging.ERROR if error else logging.WARNING,
+            "%s: %s@%s dead-lettered: %s",
+            self.group,
+            rec.topic,
+            rec.offset,
+            reason,
+        )
 
     def _pause(self, exc: TransientDeliveryError, what: str) -> None:
         self.failures += 1

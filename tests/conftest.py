@@ -66,6 +66,7 @@ def make_env(tmp_path: Path, families: int, **extra: str) -> Env:
             "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
             "COMMS_TEMPLATES": str(ROOT / "templates"),
             "COMMS_ROSTER": str(write_roster(tmp_path / "roster.json", families)),
+            "COMMS_TEST_NOW": NOON.isoformat(),
             **extra,
         }
     )
@@ -106,13 +107,15 @@ def copies(raw: bytes, n: int, same_id: bool = False) -> list[bytes]:
 
 @pytest.fixture
 def env(tmp_path: Path) -> Env:
-    """A complete, isolated environment: bus, ledger and outputs under tmp_path; repo config/templates."""
+    """A complete, isolated environment: bus, ledger and outputs under tmp_path; repo config/templates;
+    the clock at NOON on a school day (an App opened on it reads no wall clock)."""
     return Env.from_environ(
         {
             "COMMS_VAR": str(tmp_path / "var"),
             "COMMS_OUT": str(tmp_path / "out"),
             "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
             "COMMS_TEMPLATES": str(ROOT / "templates"),
+            "COMMS_TEST_NOW": NOON.isoformat(),
         }
     )
 
@@ -126,7 +129,9 @@ def environ(env: Env, monkeypatch: pytest.MonkeyPatch) -> Env:
 
 
 def env_vars(env: Env) -> dict[str, str]:
+    """The variables a process started by a test needs, its clock included: no test reads the wall clock."""
     return {
+        "COMMS_TEST_NOW": NOON.isoformat(),
         "COMMS_BUS": env.bus_url,
         "COMMS_OUT": str(env.out),
         "COMMS_LEDGER": str(env.ledger),
@@ -134,12 +139,13 @@ def env_vars(env: Env) -> dict[str, str]:
         "COMMS_CONFIG": str(env.config),
         "COMMS_TEMPLATES": str(env.templates),
         "COMMS_TOPIC": env.topic,
+        **({"COMMS_TEST_NOW": env.test_now} if env.test_now else {}),
     }
 
 
 @pytest.fixture
 def app(env: Env) -> Iterator[App]:
-    a = App.open(env)
+    a = App.open(env, clock=Clock(NOON))
     yield a
     a.close()
 

@@ -90,15 +90,19 @@ HOSTILE: list[bytes] = [
     _with(SWITCH, "data.to_platform", "{{ 7*7 }}"),
     _with(SWITCH, "data.to_platform", "{% for x in range(9) %}x{% endfor %}"),
     _with(SWITCH, "data.to_platform", "<script>alert(1)</script>"),
-    _with(SWITCH, "data.to_platform", "Teams 🎓📚 and emoji"),
-    _with(SWITCH, "data.to_platform", "מיקרוסופט טימס \u202eRTL"),
     _with(SWITCH, "data.from_platform", "{{ ''.__class__.__mro__ }}"),
     _with(SWITCH, "data.reason_detail", "<img src=x onerror=alert(1)> & \"quotes\" 'single'"),
+]
+# Valid, but the characters force UCS-2 and the SMS over district.sms_max_segments: held on the SMS
+# channel (dead-lettered with the reason, in no language sent), delivered as e-mail and press drafts.
+TOO_LONG_FOR_SMS: list[bytes] = [
+    _with(SWITCH, "data.to_platform", "Teams 🎓📚 and emoji"),
+    _with(SWITCH, "data.to_platform", "מיקרוסופט טימס \u202eRTL"),
 ]
 
 
 def test_corpus_is_dead_lettered_or_rendered_safely(tmp_path: Path) -> None:
-    assert len(MALFORMED) + len(HOSTILE) >= 50
+    assert len(MALFORMED) + len(HOSTILE) + len(TOO_LONG_FOR_SMS) >= 50
     env = Env.from_environ(
         {
             "COMMS_VAR": str(tmp_path / "var"),
@@ -110,7 +114,7 @@ def test_corpus_is_dead_lettered_or_rendered_safely(tmp_path: Path) -> None:
     app = App.open(env, clock=lambda: DEMO_NOW, environ={})
     valid = demo_events()[:2]
     stream = []
-    for i, bad in enumerate(MALFORMED + HOSTILE):
+    for i, bad in enumerate(MALFORMED + HOSTILE + TOO_LONG_FOR_SMS):
         stream.append(bad)
         if i % 10 == 0:
             stream.append(valid[(i // 10) % 2])  # valid events among the bad ones (repeats are deduplicated)
@@ -124,10 +128,15 @@ def test_corpus_is_dead_lettered_or_rendered_safely(tmp_path: Path) -> None:
     counts = app.pipeline.ledger.counts()
     app.close()
     per_group = {g: [d for d in dead if d.headers["consumer_group"] == g] for g in ("comms-press", "comms-sms")}
+    held = {"comms-press": [], "comms-sms": TOO_LONG_FOR_SMS}
     for group, items in per_group.items():
-        assert len(items) == len(MALFORMED), group  # every malformed event, once per group
-        assert {d.value for d in items} == set(MALFORMED)
+        assert len(items) == len(MALFORMED) + len(held[group]), group  # every malformed event, once per group
+        assert {d.value for d in items} == set(MALFORMED + held[group])
         assert all(d.headers["reason"] for d in items)
+    too_long = [d.headers["reason"] for d in per_group["comms-sms"] if d.value in TOO_LONG_FOR_SMS]
+    assert all("UCS-2" in r and "more than district.sms_max_segments (3)" in r for r in too_long), too_long
+    sent_email = sum(n for cid, ch, _, st, n in counts if cid == "platform-switch" and ch == "email" and st == "sent")
+    assert sent_email == 5 * (1 + len(HOSTILE) + len(TOO_LONG_FOR_SMS))  # the five e-mail families, each time
     # the valid events and the hostile-but-valid ones were all delivered
     sent_switch = sum(n for cid, ch, _, st, n in counts if cid == "platform-switch" and ch == "sms" and st == "sent")
     assert sent_switch == 5 * (1 + len(HOSTILE))  # the demo's five SMS families, for each distinct switch event

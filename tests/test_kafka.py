@@ -23,7 +23,7 @@ from comms.events import make_event
 from comms.ledger import Ledger
 from comms.roster import Roster
 from comms.worker import run
-from tests.conftest import ROOT, env_vars, free_port, noida_kafka
+from tests.conftest import NOON, ROOT, env_vars, free_port, noida_kafka
 from tests.rosters import write_roster
 
 pytestmark = pytest.mark.kafka
@@ -39,6 +39,7 @@ def _env(tmp_path: Path, bus_url: str, name: str = "k", roster: Path | None = No
             "COMMS_OUT": str(tmp_path / name / "out"),
             "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
             "COMMS_TEMPLATES": str(ROOT / "templates"),
+            "COMMS_TEST_NOW": NOON.isoformat(),
         }
     )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from comms.errors import ConfigError
-from comms.ledger import Entry, Ledger, sent_today_sql
+from comms.ledger import SCHEMA_VERSION, Entry, Ledger, sent_today_sql
 
 
 def _open(path: str) -> None:
@@ -34,7 +34,7 @@ def test_an_old_ledger_is_refused_with_what_to_do(tmp_path: Path) -> None:
     conn.execute("CREATE TABLE deliveries (key TEXT PRIMARY KEY)")
     conn.commit()
     conn.close()
-    with pytest.raises(ConfigError, match="has schema 0, this version needs 3: move the file aside"):
+    with pytest.raises(ConfigError, match="has schema 0, this version needs 4: move the file aside"):
         Ledger(path)
 
 
@@ -92,7 +92,7 @@ def test_shared_content_is_stored_once_and_a_version_2_ledger_migrates(tmp_path:
     rows = ledger.rows(["k7", "old"])
     assert Message(**rows["k7"].payload) == messages[7]  # read back whole
     assert rows["old"].payload["body"] == {"txt": "inline"}  # a version 2 payload still reads
-    assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     indexes = {r[0] for r in ledger.conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"deliveries_campaign", "deliveries_deferred_due"} <= indexes
     assert not {"deliveries_by_campaign", "deliveries_deferred"} & indexes

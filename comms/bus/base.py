@@ -22,6 +22,9 @@ class Record:
     value: bytes
     headers: dict[str, str] = field(default_factory=dict)
     timestamp: float = 0.0
+    #: why the record breaks the bus contract (its value or headers), as read by the backend: the
+    #: worker dead-letters it with this reason; `value` then holds what could be recovered as bytes
+    problem: str | None = None
 
 
 class Consumer(abc.ABC):

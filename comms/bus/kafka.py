@@ -77,6 +77,28 @@ def _tps(tps: set[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)) or "none"
 
 
+def _record(r: Any) -> Record:
+    """A Record from a kafka-python ConsumerRecord. Any producer may write to the topic: a record
+    without a value (a tombstone) or with a header that is not UTF-8 text breaks the contract, and
+    is named in `problem` for the worker to dead-letter, never raised here."""
+    problems = []
+    value = r.value
+    if not isinstance(value, bytes):
+        problems.append("the record has no value (a tombstone)" if value is None else "the record's value is not bytes")
+        value = b"" if value is None else str(value).encode("utf-8", "replace")
+    headers: dict[str, str] = {}
+    for k, v in r.headers or []:
+        try:
+            headers[k] = v.decode("utf-8") if v is not None else ""
+            if v is None:
+                problems.append(f"header {k!r} has no value")
+        except UnicodeDecodeError:
+            problems.append(f"header {k!r} is not UTF-8 text")
+            headers[k] = v.decode("utf-8", "replace")
+    key = r.key.decode("utf-8", "replace") if r.key is not None else None
+    return Record(r.topic, r.partition, r.offset, key, value, headers, r.timestamp / 1000, "; ".join(problems) or None)
+
+
 class KafkaBusConsumer(Consumer):
     def __init__(self, bus: KafkaBus, group: str, topics: Sequence[str]) -> None:
         for t in topics:
@@ -107,13 +129,7 @@ class KafkaBusConsumer(Consumer):
             ) from exc
         except KafkaError as exc:
             raise BusUnavailableError(f"Kafka poll failed: {exc}") from exc
-        out = []
-        for recs in batches.values():
-            for r in recs:
-                headers = {k: v.decode("utf-8", "replace") for k, v in (r.headers or [])}
-                key = r.key.decode("utf-8", "replace") if r.key is not None else None
-                out.append(Record(r.topic, r.partition, r.offset, key, r.value, headers, r.timestamp / 1000))
-        return out
+        return [_record(r) for recs in batches.values() for r in recs]
 
     def commit(self, records: Sequence[Record]) -> None:
         last: dict[TopicPartition, int] = {}

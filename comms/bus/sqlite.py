@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -22,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from comms.bus.base import Bus, Consumer, Record
 from comms.errors import BusUnavailableError
+from comms.store import SqliteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -53,52 +55,63 @@ def sqlite_path(url: str) -> Path:
     return Path(rest[1:] if rest.startswith("/") else rest)
 
 
-def connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout=30000")
-    # Switching to WAL takes a lock that busy_timeout does not wait for: switch only once, when the
-    # file is new, and let a second process that opens it meanwhile retry.
-    for attempt in range(50):
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
-            break
-        except sqlite3.OperationalError:
-            if attempt == 49:
-                raise
-            time.sleep(0.1)
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    return conn
-
-
 class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT, mapping 'database is locked' to a typed, retryable error."""
+    """BEGIN IMMEDIATE ... COMMIT on a guarded file: 'database is locked' is a retryable
+    BusUnavailableError; a deleted, damaged or full file a StoreError naming it."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, file: SqliteFile, conn: sqlite3.Connection) -> None:
+        self.file, self.conn = file, conn
 
     def __enter__(self) -> sqlite3.Connection:
-        try:
+        with self.file.errors("cannot write", busy=BusUnavailableError):
+            self.file.check()
             self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise BusUnavailableError(f"SQLite bus busy: {exc}; retry") from exc
         return self.conn
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        with self.file.errors("cannot write", busy=BusUnavailableError):
+            if exc_type is None:
+                self.conn.execute("COMMIT")
+            elif self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+
+
+def _record(topic: str, offset: int, key: object, value: object, headers: object, ts: object) -> Record:
+    """A Record from a row as stored. Another producer may have written anything into the file:
+    what breaks the contract (a value that is not bytes, headers that are not a JSON object of
+    strings) is named in `problem`, and the worker dead-letters the record instead of crashing."""
+    problems = []
+    if not isinstance(value, bytes):
+        problems.append(f"the record's value is SQLite {_sqlite_type(value)}, not bytes")
+        value = b"" if value is None else (value if isinstance(value, str) else repr(value)).encode("utf-8", "replace")
+    try:
+        h = json.loads(headers) if isinstance(headers, str | bytes) else None
+    except (ValueError, RecursionError):
+        h = None
+    if not isinstance(h, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in h.items()):
+        problems.append("the record's headers are not a JSON object of strings")
+        h = {}
+    if key is not None and not isinstance(key, str):
+        key = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+    stamp = ts if isinstance(ts, float | int) else 0.0
+    return Record(topic, 0, offset, key, value, h, float(stamp), "; ".join(problems) or None)
+
+
+def _sqlite_type(value: object) -> str:
+    return {type(None): "NULL", int: "INTEGER", float: "REAL", str: "TEXT"}.get(type(value), type(value).__name__)
 
 
 class SqliteConsumer(Consumer):
     def __init__(self, bus: SqliteBus, group: str, topics: Sequence[str]) -> None:
         self.bus, self.group, self.topics = bus, group, list(topics)
-        self.conn = connect(bus.path)
+        self.file = SqliteFile(bus.path, "bus")
+        self.conn = self.file.open()
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._position: dict[str, int] = {}
 
     def _hold_lease(self) -> bool:
         now = time.time()
-        with _Tx(self.conn) as c:
+        with _Tx(self.file, self.conn) as c:
             c.execute(
                 "INSERT INTO group_leases(grp, owner, expires) VALUES (?, ?, ?) "
                 "ON CONFLICT(grp) DO UPDATE SET owner=excluded.owner, expires=excluded.expires "
@@ -112,9 +125,10 @@ class SqliteConsumer(Consumer):
         return held
 
     def _committed(self, topic: str) -> int:
-        row = self.conn.execute(
-            "SELECT next_offset FROM group_offsets WHERE grp=? AND topic=?", (self.group, topic)
-        ).fetchone()
+        with self.file.errors("cannot read", busy=BusUnavailableError):
+            row = self.conn.execute(
+                "SELECT next_offset FROM group_offsets WHERE grp=? AND topic=?", (self.group, topic)
+            ).fetchone()
         return row[0] if row else 0
 
     def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
@@ -126,13 +140,13 @@ class SqliteConsumer(Consumer):
                     pos = self._position.get(topic)
                     if pos is None:
                         pos = self._position[topic] = self._committed(topic)
-                    rows = self.conn.execute(
-                        "SELECT offset, key, value, headers, ts FROM records "
-                        "WHERE topic=? AND offset>=? ORDER BY offset LIMIT ?",
-                        (topic, pos, max_records - len(out)),
-                    ).fetchall()
-                    for off, key, value, headers, ts in rows:
-                        out.append(Record(topic, 0, off, key, bytes(value), json.loads(headers), ts))
+                    with self.file.errors("cannot read", busy=BusUnavailableError):
+                        rows = self.conn.execute(
+                            "SELECT offset, key, value, headers, ts FROM records "
+                            "WHERE topic=? AND offset>=? ORDER BY offset LIMIT ?",
+                            (topic, pos, max_records - len(out)),
+                        ).fetchall()
+                    out.extend(_record(topic, *row) for row in rows)
                     if rows:
                         self._position[topic] = rows[-1][0] + 1
                     if len(out) >= max_records:
@@ -149,7 +163,7 @@ class SqliteConsumer(Consumer):
             last[r.topic] = max(last.get(r.topic, -1), r.offset)
         if not last:
             return
-        with _Tx(self.conn) as c:
+        with _Tx(self.file, self.conn) as c:
             row = c.execute("SELECT owner FROM group_leases WHERE grp=?", (self.group,)).fetchone()
             if row is None or row[0] != self.owner:
                 # Our lease expired and another member took over: its commit wins; ours would rewind it.
@@ -170,7 +184,8 @@ class SqliteConsumer(Consumer):
 
     def close(self) -> None:
         try:
-            self.conn.execute("DELETE FROM group_leases WHERE grp=? AND owner=?", (self.group, self.owner))
+            with contextlib.suppress(sqlite3.Error):  # a lease we cannot drop expires by itself
+                self.conn.execute("DELETE FROM group_leases WHERE grp=? AND owner=?", (self.group, self.owner))
         finally:
             self.conn.close()
 
@@ -182,11 +197,10 @@ class SqliteBus(Bus):
         self.path = Path(path)
         self.lease_seconds = lease_seconds
         self._lock = threading.Lock()
-        try:
-            self.conn = connect(self.path)
+        self.file = SqliteFile(self.path, "bus")
+        self.conn = self.file.open()
+        with self.file.errors("cannot set up its tables", busy=BusUnavailableError):
             self.conn.executescript(SCHEMA)
-        except sqlite3.Error as exc:
-            raise BusUnavailableError(f"cannot open the SQLite bus at {self.path}: {exc}") from exc
 
     @classmethod
     def from_url(cls, url: str) -> SqliteBus:
@@ -201,7 +215,7 @@ class SqliteBus(Bus):
 
     def _insert(self, rows: list[tuple[str, str | None, bytes, dict[str, str]]]) -> None:
         now = time.time()
-        with self._lock, _Tx(self.conn) as c:
+        with self._lock, _Tx(self.file, self.conn) as c:
             c.executemany(
                 "INSERT INTO records(topic, key, value, headers, ts) VALUES (?, ?, ?, ?, ?)",
                 [(t, k, v, json.dumps(h), now) for t, k, v, h in rows],
@@ -211,7 +225,7 @@ class SqliteBus(Bus):
         return SqliteConsumer(self, group, topics)
 
     def lag(self, group: str, topic: str) -> tuple[int, int]:
-        with self._lock:
+        with self._lock, self.file.errors("cannot read", busy=BusUnavailableError):
             nxt = self.conn.execute(
                 "SELECT next_offset FROM group_offsets WHERE grp=? AND topic=?", (group, topic)
             ).fetchone()
@@ -222,7 +236,7 @@ class SqliteBus(Bus):
         return total, done
 
     def topics(self) -> list[str]:
-        with self._lock:
+        with self._lock, self.file.errors("cannot read", busy=BusUnavailableError):
             return [r[0] for r in self.conn.execute("SELECT DISTINCT topic FROM records ORDER BY topic")]
 
     def close(self) -> None:

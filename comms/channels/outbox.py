@@ -10,12 +10,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from comms.channels.base import Channel, Message, SendResult
+from comms.errors import ConfigError, TransientDeliveryError
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename. A folder that cannot be written (read-only, full) is
+    a TransientDeliveryError naming the file: the message waits, as for a provider that is down,
+    until someone fixes the folder, and the ledger keeps it from being written twice."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise TransientDeliveryError(f"cannot write {path}: {exc.strerror or exc}", retry_after=30.0) from None
+
+
+def make_folder(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the output folder {path}: {exc.strerror or exc} (COMMS_OUT)") from None
+    return path
 
 
 def outbox_text(m: Message) -> str:
@@ -38,13 +53,16 @@ def outbox_text(m: Message) -> str:
 
 class OutboxChannel(Channel):
     def __init__(self, directory: str | Path, channel: str) -> None:
-        self.dir = Path(directory) / channel
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = make_folder(Path(directory) / channel)
 
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         results = []
         for m in messages:
             path = self.dir / f"{m.campaign}-{m.lang}-{m.key[:12]}.txt"
-            _write_atomic(path, outbox_text(m))
+            try:
+                _write_atomic(path, outbox_text(m))
+            except TransientDeliveryError as exc:
+                results.append(SendResult(m.key, error=exc))
+                continue
             results.append(SendResult(m.key, provider_id=f"outbox:{path.name}"))
         return results

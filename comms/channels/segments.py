@@ -7,7 +7,6 @@ the alphabet and the segment arithmetic.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 GSM7_BASIC = frozenset(
@@ -29,10 +28,24 @@ class SmsSize:
         return f"{self.segments} segment(s), {self.encoding}, {self.units} units{why}"
 
 
+def _segments(costs: list[int], single: int, per_segment: int) -> int:
+    """Segments for characters of these unit costs. A character is never split between segments: a
+    GSM-7 escape and its character, or a UTF-16 surrogate pair, that would straddle a boundary moves
+    whole to the next segment (so 152 `a`, `€`, 152 `a` is 3 segments, as Twilio counts, not 2)."""
+    if sum(costs) <= single:
+        return 1 if costs else 0
+    segments, used = 1, 0
+    for c in costs:
+        if used + c > per_segment:
+            segments, used = segments + 1, 0
+        used += c
+    return segments
+
+
 def sms_size(text: str) -> SmsSize:
     culprits = "".join(sorted({c for c in text if c not in GSM7_BASIC and c not in GSM7_EXTENDED}))
     if not culprits:
-        units = sum(2 if c in GSM7_EXTENDED else 1 for c in text)
-        return SmsSize("GSM-7", units, 1 if units <= 160 else math.ceil(units / 153), "")
-    units = len(text.encode("utf-16-le")) // 2
-    return SmsSize("UCS-2", units, 1 if units <= 70 else math.ceil(units / 67), culprits)
+        costs = [2 if c in GSM7_EXTENDED else 1 for c in text]
+        return SmsSize("GSM-7", sum(costs), max(1, _segments(costs, 160, 153)), "")
+    costs = [len(c.encode("utf-16-le")) // 2 for c in text]
+    return SmsSize("UCS-2", sum(costs), max(1, _segments(costs, 70, 67)), culprits)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import socket
 import urllib.error
 import uuid
@@ -26,7 +27,7 @@ from sendgrid import SendGridAPIClient
 
 from comms.channels.base import Channel, Message, SendResult, retry_after
 from comms.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
-from comms.privacy import quiet_sdk_loggers
+from comms.privacy import quiet_sdk_loggers, scrub
 
 log = logging.getLogger("comms.channels.sendgrid")
 MAX_PERSONALIZATIONS = 1000
@@ -47,7 +48,8 @@ def mail_payload(messages: Sequence[Message], *, sender: str, sender_name: str |
             {"type": "text/plain", "value": first.body["txt"]},
             {"type": "text/html", "value": first.body["html"]},
         ],
-        "categories": ["district-comms", first.campaign],
+        # SendGrid refuses a request whose categories repeat: a campaign named "district-comms" is one
+        "categories": list(dict.fromkeys(["district-comms", first.campaign])),
         "custom_args": {"event": first.event_uid[:200], "language": first.lang},
     }
     if first.meta.get("request"):
@@ -55,6 +57,20 @@ def mail_payload(messages: Sequence[Message], *, sender: str, sender_name: str |
     if first.meta.get("unsubscribe_group"):
         payload["asm"] = {"group_id": int(first.meta["unsubscribe_group"])}
     return payload
+
+
+def _refused_personalizations(body: str) -> dict[int, str]:
+    """{index: message} for the personalizations a 400's errors name (`personalizations.3.to.0.email`)."""
+    try:
+        errors = json.loads(body).get("errors") or []
+    except (ValueError, AttributeError):
+        return {}
+    out = {}
+    for e in errors if isinstance(errors, list) else []:
+        m = re.match(r"personalizations\.(\d+)\.", str(e.get("field") or "")) if isinstance(e, dict) else None
+        if m:
+            out[int(m.group(1))] = scrub(str(e.get("message") or "invalid"))
+    return out
 
 
 def _same_content(m: Message) -> tuple[Any, ...]:
@@ -90,12 +106,42 @@ class SendGridEmailChannel(Channel):
         self._activity = True  # False once the account turns out not to have the Email Activity API
 
     def _post(self, batch: Sequence[Message]) -> list[SendResult]:
+        """One request; when SendGrid refuses it (400) for addresses it names, those messages fail and
+        the rest go again without them: one bad address must not fail 999 families with it."""
+        results: dict[str, SendResult] = {}
+        todo = list(batch)
+        while todo:
+            sent, refused = self._post_once(todo)
+            if sent is not None:
+                results.update((r.key, r) for r in sent)
+                break
+            assert refused is not None
+            error, bad = refused
+            if not bad or len(bad) == len(todo):  # not about particular addresses: the request itself
+                results.update((m.key, SendResult(m.key, error=error)) for m in todo)
+                break
+            for i in sorted(bad):
+                m = todo[i]
+                results[m.key] = SendResult(
+                    m.key, error=PermanentDeliveryError(f"SendGrid refused the address: {bad[i]}", "400")
+                )
+            todo = [m for i, m in enumerate(todo) if i not in bad]
+        return [results[m.key] for m in batch]
+
+    def _post_once(
+        self, batch: Sequence[Message]
+    ) -> tuple[list[SendResult] | None, tuple[DeliveryError, dict[int, str]] | None]:
+        """(results, None) when the request went through or failed as a whole for a reason that is not
+        one address; (None, (error, {index: message})) for a 400 naming personalizations."""
         payload = mail_payload(batch, sender=self.sender, sender_name=self.sender_name)
         error: DeliveryError
         try:
             resp = self.client.client.mail.send.post(request_body=payload)
             msg_id = resp.headers.get("X-Message-Id") if resp.headers else None
-            return [SendResult(m.key, provider_id=f"{msg_id}#{i}") for i, m in enumerate(batch)]
+            # without X-Message-Id the message is sent but has no provider id (not "None#0")
+            return [
+                SendResult(m.key, provider_id=f"{msg_id}#{i}" if msg_id else None) for i, m in enumerate(batch)
+            ], None
         except http_errors.HTTPError as exc:
             status = exc.status_code
             if status == 429 or status >= 500:
@@ -105,11 +151,13 @@ class SendGridEmailChannel(Channel):
                     f"SendGrid refused the API key (HTTP {status}): check SENDGRID_API_KEY", str(status), 60.0
                 )
             else:
-                body = exc.body.decode("utf-8", "replace")[:300] if isinstance(exc.body, bytes) else str(exc.body)
-                error = PermanentDeliveryError(f"SendGrid HTTP {status}: {body}", str(status))
+                body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body)
+                error = PermanentDeliveryError(f"SendGrid HTTP {status}: {scrub(body[:300])}", str(status))
+                if status == 400:
+                    return None, (error, _refused_personalizations(body))
         except self.transient_errors as exc:
             error = TransientDeliveryError(f"SendGrid unreachable: {exc.__class__.__name__}")
-        return [SendResult(m.key, error=error) for m in batch]
+        return [SendResult(m.key, error=error) for m in batch], None
 
     def _requests(self, messages: Sequence[Message]) -> list[list[Message]]:
         """Messages sharing content, in requests of at most batch_size; a stamped request id wins."""

@@ -28,7 +28,7 @@ from twilio.rest import Client
 from comms.channels.base import Channel, Message, SendResult, retry_after
 from comms.channels.ratelimit import RateLimiter
 from comms.errors import PermanentDeliveryError, TransientDeliveryError
-from comms.privacy import quiet_sdk_loggers
+from comms.privacy import quiet_sdk_loggers, scrub
 
 log = logging.getLogger("comms.channels.twilio")
 T = TypeVar("T")
@@ -66,6 +66,7 @@ def sms_params(
 
 
 def classify(status: int, code: int | None, msg: str, retry_after: float | None) -> Exception:
+    msg = scrub(msg or "")  # Twilio's texts quote the number (21211, 21266): never kept or logged whole
     if status == 429 or status >= 500:
         return TransientDeliveryError(f"Twilio HTTP {status}: {msg}", str(code or status), retry_after)
     if status in (401, 403, 404):

@@ -1,6 +1,6 @@
 """Event contract: CloudEvents envelope + one pydantic model per event type."""
 
-from comms.events.envelope import MAX_EVENT_BYTES, Envelope, Event, make_event, parse_event
+from comms.events.envelope import MAX_EVENT_BYTES, Envelope, Event, conflicting_duplicate, make_event, parse_event
 from comms.events.models import (
     EVENT_TYPES,
     GRADE_CODES,
@@ -22,6 +22,7 @@ __all__ = [
     "Event",
     "MealsSchedule",
     "PlatformSwitch",
+    "conflicting_duplicate",
     "make_event",
     "parse_event",
 ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from comms.errors import EventValidationError
 from comms.events.models import EVENT_TYPES, AbsenceThreshold, AttendanceRecorded
@@ -14,17 +16,26 @@ from comms.events.models import EVENT_TYPES, AbsenceThreshold, AttendanceRecorde
 MAX_EVENT_BYTES = 256 * 1024
 
 
+def _plausible_time(t: dt.datetime) -> dt.datetime:
+    # Year 1 or 9999 with an offset parses, then overflows when converted to the district's zone: the
+    # consumer would crash on it at every restart. The same bounds as every date of the contract.
+    if not dt.datetime(2000, 1, 1, tzinfo=dt.UTC) <= t <= dt.datetime(2100, 12, 31, tzinfo=dt.UTC):
+        raise ValueError("must be between 2000-01-01 and 2100-12-31")
+    return t
+
+
 class Envelope(BaseModel):
     # CloudEvents allows extension attributes, so unknown top-level keys are kept, not refused.
     model_config = ConfigDict(extra="allow", frozen=True)
 
     specversion: Literal["1.0"]
-    id: str = Field(min_length=1, max_length=256)
-    source: str = Field(min_length=1, max_length=1024)
+    # ids and sources name files, ledger rows and log lines: a safe character set, no spaces or newlines
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/+=~-]{0,255}$")
+    source: str = Field(pattern=r"^[!-~]{1,1024}$")
     type: str = Field(min_length=1, max_length=128)
-    time: AwareDatetime
+    time: Annotated[AwareDatetime, AfterValidator(_plausible_time)]
     datacontenttype: Literal["application/json"] = "application/json"
-    subject: str | None = Field(default=None, max_length=256)
+    subject: str | None = Field(default=None, pattern=r"^[^\x00-\x1f\x7f]{0,256}$")
     data: dict[str, Any]
 
 
@@ -33,9 +44,10 @@ class Event:
     id: str
     source: str
     type: str
-    time: Any
+    time: dt.datetime
     data: Any  # one of the models in EVENT_TYPES
     raw: bytes
+    digest: str = ""  # of the canonical JSON: the same event resent, whatever its spacing, has the same
 
     @property
     def key(self) -> str:
@@ -89,6 +101,8 @@ def parse_event(raw: bytes | str) -> Event:
         # {"a": {"a": ... thousands deep: json raises RecursionError, which would crash the consumer on
         # every restart (a poison pill) if it were not turned into a reason here
         raise EventValidationError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # a number of more than 4300 digits: Python's limit on int parsing
+        raise EventValidationError(f"invalid JSON: {str(exc).split(';')[0]}") from None
     if not isinstance(doc, dict):
         raise EventValidationError(f"event must be a JSON object, not {type(doc).__name__}")
     try:
@@ -96,6 +110,8 @@ def parse_event(raw: bytes | str) -> Event:
     except ValidationError as exc:
         reason, field = _describe(exc)
         raise EventValidationError(reason, field) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # a validator met what it cannot compare
+        raise EventValidationError(f"envelope: {exc.__class__.__name__}: {exc}") from None
     model = EVENT_TYPES.get(env.type)
     if model is None:
         known = ", ".join(sorted(EVENT_TYPES))
@@ -105,7 +121,21 @@ def parse_event(raw: bytes | str) -> Event:
     except ValidationError as exc:
         reason, field = _describe(exc, prefix="data.")
         raise EventValidationError(reason, field) from None
-    return Event(id=env.id, source=env.source, type=env.type, time=env.time, data=data, raw=raw)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise EventValidationError(f"data: {exc.__class__.__name__}: {exc}") from None
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return Event(id=env.id, source=env.source, type=env.type, time=env.time, data=data, raw=raw, digest=digest)
+
+
+def conflicting_duplicate(event: Event) -> EventValidationError:
+    """The error for an event whose id was handled before with another body: a correction sent under
+    the old id would otherwise be taken for a retry and dropped without a word."""
+    return EventValidationError(
+        f"id: conflicting duplicate: event {event.id!r} from {event.source!r} was already handled with a "
+        "different body; send a correction under a new id",
+        "id",
+    )
 
 
 def make_event(type_: str, data: dict[str, Any], *, id: str, source: str, time: str) -> bytes:

@@ -45,6 +45,40 @@ def _plausible(d: dt.date) -> dt.date:
 Date = Annotated[dt.date, AfterValidator(_plausible)]
 
 
+def _local(t: dt.time) -> dt.time:
+    # Pick-up hours are the district's local time: an offset would make "4 p.m." ambiguous, and an
+    # aware time cannot be compared with a naive one (the check below would crash, not reject).
+    if t.tzinfo is not None:
+        raise ValueError("must be a local time of day without an offset (the district's time zone applies)")
+    return t
+
+
+LocalTime = Annotated[dt.time, AfterValidator(_local)]
+
+
+def _https(url: HttpUrl) -> HttpUrl:
+    # links reach families and reporters: only https, never a script or a downgrade
+    if url.scheme != "https":
+        raise ValueError("must be an https:// URL")
+    return url
+
+
+HttpsUrl = Annotated[HttpUrl, AfterValidator(_https)]
+SchoolYear = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{4}$")]
+
+
+def _in_school_year(school_year: str, day: dt.date, field: str) -> None:
+    """A school year runs July 1 to June 30 (Florida's, as most states'): 2020-2021 holds the
+    days from 2020-07-01 to 2021-06-30, and no record outside them may be counted under it."""
+    first, second = (int(y) for y in school_year.split("-"))
+    if second != first + 1:
+        raise ValueError(f"school_year {school_year!r} must be two consecutive years, e.g. {first}-{first + 1}")
+    if not dt.date(first, 7, 1) <= day <= dt.date(second, 6, 30):
+        raise ValueError(
+            f"{field} {day.isoformat()} is not in school year {school_year} ({first}-07-01 to {second}-06-30)"
+        )
+
+
 class _Data(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -60,7 +94,7 @@ class PlatformSwitch(_Data):
     reason: Literal["cyberattack", "outage", "vendor_issue", "planned", "other"]
     reason_detail: LongText | None = None
     review_date: Date | None = None
-    instructions_url: HttpUrl | None = None
+    instructions_url: HttpsUrl | None = None
 
     @model_validator(mode="after")
     def _review_after_switch(self) -> PlatformSwitch:
@@ -74,9 +108,10 @@ class MealsSchedule(_Data):
 
     meals: list[Literal["breakfast", "lunch", "snack", "supper"]] = Field(min_length=1, max_length=4)
     days: list[Weekday] = Field(min_length=1, max_length=7)
-    start_time: dt.time
-    end_time: dt.time
-    sites: Literal["all"] | list[Identifier]
+    start_time: LocalTime
+    end_time: LocalTime
+    # "all", or the sites by id; an empty list would reach nobody while the press draft said "all sites"
+    sites: Literal["all"] | Annotated[list[Identifier], Field(min_length=1, max_length=1000)]
     effective_from: Date
     effective_until: Date
     eligibility: Literal["all_children_under_18", "enrolled_students", "free_reduced_eligible"]
@@ -100,9 +135,14 @@ class AbsenceThreshold(_Data):
     school_id: Identifier
     absences: int = Field(ge=0, le=366)
     tier: Identifier
-    school_year: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{4}$")]
+    school_year: SchoolYear
     as_of: Date
     learning_mode: Literal["online", "schoolhouse"] | None = None
+
+    @model_validator(mode="after")
+    def _year(self) -> AbsenceThreshold:
+        _in_school_year(self.school_year, self.as_of, "as_of")
+        return self
 
 
 class AttendanceRecorded(_Data):
@@ -116,8 +156,13 @@ class AttendanceRecorded(_Data):
     school_id: Identifier
     date: Date
     category: Literal["present", "excused", "unexcused", "tardy"]
-    school_year: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{4}$")]
+    school_year: SchoolYear
     learning_mode: Literal["online", "schoolhouse"] | None = None
+
+    @model_validator(mode="after")
+    def _year(self) -> AttendanceRecorded:
+        _in_school_year(self.school_year, self.date, "date")
+        return self
 
 
 EVENT_TYPES: dict[str, type[_Data]] = {

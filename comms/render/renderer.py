@@ -1,15 +1,24 @@
 """The one Jinja2 environment every channel renders through.
 
-- SandboxedEnvironment: a template (written by staff, reviewed less than code) cannot reach Python
-  internals; event values are passed as data and are never compiled, so `{{ 7*7 }}` in an event prints
-  as typed.
+- ImmutableSandboxedEnvironment: a template (written by staff, reviewed less than code) can neither
+  reach Python internals nor change what it is given: `{{ district.languages.clear() }}` would
+  otherwise empty the settings of the running consumer. Event values are passed as data and never
+  compiled, so `{{ 7*7 }}` in an event prints as typed.
+- Bounded work: a render has `time_limit` seconds (enforced in the main thread, where consumers,
+  `comms validate` and `comms preview` render), and `*`/`**` cannot build huge values in one step.
 - StrictUndefined: a typo in a template is a RenderError, not a blank in a message to 300,000 families.
-- HTML templates autoescape; Markdown templates escape `<` and `>` so a draft opened in a Markdown
-  previewer cannot run a script that arrived inside an event.
+- HTML templates autoescape; Markdown templates escape Markdown syntax in every value (escape.py), so
+  a draft opened in a Markdown previewer shows event text as text: no link, image, script or heading.
+- A template error names the file and line where it is, and a missing template the file that asked.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -18,12 +27,15 @@ from typing import Any
 import jinja2
 import jinja2.meta
 from jinja2 import nodes
-from jinja2.sandbox import SandboxedEnvironment
-from markupsafe import Markup
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from comms.config import CHANNEL_PARTS
 from comms.errors import RenderError
 from comms.render import formatting as f
+from comms.render.escape import md_value
+
+MAX_BUILT = 100_000  # items or characters one `*` may build; `**` exponents above 100 are refused
 
 
 def template_paths(channel: str, template: str, lang: str) -> dict[str, str]:
@@ -39,9 +51,76 @@ class Rendered:
 
 @jinja2.pass_context
 def _finalize(ctx: jinja2.runtime.Context, value: Any) -> Any:
-    if ctx.name and ctx.name.endswith(".md.j2") and isinstance(value, str) and not isinstance(value, Markup):
-        return value.replace("<", "&lt;").replace(">", "&gt;")
+    if ctx.name and ctx.name.endswith(".md.j2"):
+        return md_value(value)
     return value
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int | float) and abs(right) > 100:
+            raise SecurityError(f"exponent {right} is too large for a template")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_BUILT:
+                    raise SecurityError(f"a template may not build more than {MAX_BUILT:,} items at once")
+        return super().call_binop(context, operator, left, right)
+
+
+class _RenderTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float, name: str) -> Iterator[None]:
+    """Interrupt a render that runs longer than `seconds` (a template with nested loops over large
+    ranges would hang the consumer). SIGALRM reaches pure-Python loops, which Jinja compiles to; it
+    can only be used in the main thread, where every consumer renders: elsewhere no limit is set."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    active = True
+
+    def interrupt(signum: int, frame: object) -> None:
+        if active:  # a signal that lands after the render finished does nothing
+            raise _RenderTimeout
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _RenderTimeout:
+        raise RenderError(f"{name}: rendering took more than {seconds:g}s (a loop over too much?)") from None
+    finally:
+        active = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _where(exc: BaseException, templates_dir: Path) -> str:
+    """file:line of the innermost template frame a render error came from (Jinja rewrites tracebacks
+    so that template frames carry the template's file and line)."""
+    root = str(templates_dir.resolve())
+    frames = [fr for fr in traceback.extract_tb(exc.__traceback__) if fr.filename.startswith(root)]
+    if not frames:
+        return ""
+    fr = frames[-1]
+    return f"{Path(fr.filename).relative_to(root)}:{fr.lineno}"
+
+
+def describe_template_error(exc: BaseException, name: str, templates_dir: Path) -> str:
+    """One line naming the file and line of a template problem."""
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"{exc.name or exc.filename or name}:{exc.lineno}: syntax error: {exc.message}"
+    if isinstance(exc, jinja2.TemplateNotFound):
+        where = _where(exc, templates_dir)
+        if not where or exc.name == name:
+            return f"template {exc.name or name} is missing (run `comms validate`)"
+        return f"{where}: asks for template {exc.name!r}, which is missing"
+    where = _where(exc, templates_dir) or name
+    return f"{where}: {exc.__class__.__name__}: {exc}"
 
 
 def _template_name(node: nodes.Node, lang: str) -> str | None:
@@ -65,9 +144,10 @@ def _lang(ctx: jinja2.runtime.Context) -> str:
 
 
 class Renderer:
-    def __init__(self, templates_dir: str | Path) -> None:
+    def __init__(self, templates_dir: str | Path, time_limit: float = 5.0) -> None:
         self.templates_dir = Path(templates_dir)
-        env = SandboxedEnvironment(
+        self.time_limit = time_limit
+        env = _Sandbox(
             loader=jinja2.FileSystemLoader(str(self.templates_dir)),
             autoescape=lambda name: bool(name and name.endswith(".html.j2")),
             undefined=jinja2.StrictUndefined,
@@ -103,9 +183,11 @@ class Renderer:
             seen.add(name)
             try:
                 source = self.env.loader.get_source(self.env, name)[0]  # type: ignore[union-attr]
+                ast = self.env.parse(source, name, name)
             except jinja2.TemplateNotFound:
                 continue  # render() names the missing file
-            ast = self.env.parse(source)
+            except jinja2.TemplateSyntaxError as exc:
+                raise RenderError(describe_template_error(exc, name, self.templates_dir)) from None
             found |= jinja2.meta.find_undeclared_variables(ast)
             for node in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
                 ref = _template_name(node.template, lang)
@@ -123,11 +205,12 @@ class Renderer:
         subject = None
         for part, name in template_paths(channel, template, lang).items():
             try:
-                module = self.env.get_template(name).make_module({**context, "lang": lang})
-            except jinja2.TemplateNotFound:
-                raise RenderError(f"template {name} is missing (run `comms validate`)") from None
-            except Exception as exc:  # a template bug of any kind: typed, with the file named
-                raise RenderError(f"{name}: {exc.__class__.__name__}: {exc}") from None
+                with _time_limit(self.time_limit, name):
+                    module = self.env.get_template(name).make_module({**context, "lang": lang})
+            except RenderError:
+                raise
+            except Exception as exc:  # a template bug of any kind: typed, with the file and line named
+                raise RenderError(describe_template_error(exc, name, self.templates_dir)) from None
             parts[part] = str(module).strip() + "\n"
             if channel == "email" and part == "txt":
                 subject = getattr(module, "subject", None)
