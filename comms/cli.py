@@ -74,6 +74,16 @@ def _load_json(text: str) -> object:
         raise ValueError(f"invalid JSON: {str(exc).split(';')[0]}") from None
 
 
+def _close_quietly(workers: list, app: object) -> None:
+    """Close what a run opened; after a StoreError a close may fail on the same file: the error
+    already said what is wrong, so a second one is logged, not raised over it."""
+    for closable in [*workers, app]:
+        try:
+            closable.close()  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - reported, not swallowed
+            logging.getLogger("comms.cli").debug("closing after a failure: %s", exc)
+
+
 def _split(text: str, where: str) -> Iterator[tuple[str, bytes]]:
     """(where, raw) per event in a JSON document, a JSON array, or JSON Lines.
 
@@ -154,14 +164,17 @@ def run(
         workers = a.workers_when_ready(only, stop)
     except CommsError as exc:
         _fail(exc)
+    failed: CommsError | None = None
     try:
         run_workers(workers, until_idle=until_idle, stop=stop)
     except KeyboardInterrupt:
         pass
+    except CommsError as exc:  # a damaged, deleted or full file, or the configuration: stop, say why
+        failed = exc
     finally:
-        for w in workers:
-            w.close()
-        a.close()
+        _close_quietly(workers, a)
+    if failed is not None:
+        _fail(failed)
     for w in workers:
         out.print(f"{w.group}: " + ", ".join(f"{k} {v}" for k, v in sorted(w.stats.items())) or "idle")
 

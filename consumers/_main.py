@@ -5,11 +5,14 @@ from __future__ import annotations
 import faulthandler
 import logging
 import signal
+import sys
 import threading
 
 from comms.app import App
-from comms.errors import BusUnavailableError
+from comms.errors import BusUnavailableError, CommsError
 from comms.worker import run
+
+log = logging.getLogger("consumers")
 
 
 def main(name: str) -> None:
@@ -19,17 +22,29 @@ def main(name: str) -> None:
     stop = threading.Event()
     # SIGTERM (docker stop) finishes the batch in hand and commits it, then exits
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    app = App.open()
+    try:
+        app = App.open()
+    except CommsError as exc:  # the configuration, a file or the bus: one line saying which, no traceback
+        log.error("%s: cannot start: %s", name, exc)
+        sys.exit(1)
     try:
         workers = app.workers_when_ready([name], stop)
     except BusUnavailableError:  # stopped while waiting for the bus
         app.close()
         return
+    failed = False
     try:
         run(workers, stop=stop)
     except KeyboardInterrupt:
         pass
+    except CommsError as exc:  # a damaged, deleted or full file: stop, saying which and why
+        log.error("%s: stopped: %s", name, exc)
+        failed = True
     finally:
-        for w in workers:
-            w.close()
-        app.close()
+        for closable in [*workers, app]:
+            try:
+                closable.close()
+            except Exception as exc:  # noqa: BLE001 - after the error above, a close may fail on the same file
+                log.debug("closing: %s", exc)
+    if failed:
+        sys.exit(1)

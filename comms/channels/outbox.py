@@ -10,19 +10,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from comms.channels.base import Channel, Message, SendResult
-from comms.errors import ConfigError, TransientDeliveryError
+from comms.errors import ConfigError, StoreError
 
 
 def _write_atomic(path: Path, text: str) -> None:
     """Write via a temporary file and a rename. A folder that cannot be written (read-only, full) is
-    a TransientDeliveryError naming the file: the message waits, as for a provider that is down,
-    until someone fixes the folder, and the ledger keeps it from being written twice."""
+    a StoreError naming the file: the consumer stops with that one line, and after the folder is
+    mended the restart writes the same files again (their names are ledger keys), never twice."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
-        raise TransientDeliveryError(f"cannot write {path}: {exc.strerror or exc}", retry_after=30.0) from None
+        raise StoreError(f"output folder: cannot write {path}: {exc.strerror or exc}") from None
 
 
 def make_folder(path: Path) -> Path:
@@ -59,10 +59,6 @@ class OutboxChannel(Channel):
         results = []
         for m in messages:
             path = self.dir / f"{m.campaign}-{m.lang}-{m.key[:12]}.txt"
-            try:
-                _write_atomic(path, outbox_text(m))
-            except TransientDeliveryError as exc:
-                results.append(SendResult(m.key, error=exc))
-                continue
+            _write_atomic(path, outbox_text(m))
             results.append(SendResult(m.key, provider_id=f"outbox:{path.name}"))
         return results

@@ -14,7 +14,6 @@ import yaml
 
 from comms.channels.base import Channel, Message, SendResult
 from comms.channels.outbox import _write_atomic, make_folder
-from comms.errors import TransientDeliveryError
 
 
 class PressDraftChannel(Channel):
@@ -34,16 +33,10 @@ class PressDraftChannel(Channel):
                 "ledger_key": m.key,
             }
             front = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000) + "---\n\n"
-            try:
-                _write_atomic(self.dir / f"{stem}.md", front + m.body["md"])
-                _write_atomic(
-                    self.dir / f"{stem}.html",
-                    m.body["html"].replace(
-                        "<head>", f'<head>\n<meta name="status" content="{html.escape(status)}">', 1
-                    ),
-                )
-            except TransientDeliveryError as exc:
-                results.append(SendResult(m.key, error=exc))
-                continue
+            _write_atomic(self.dir / f"{stem}.md", front + m.body["md"])
+            _write_atomic(
+                self.dir / f"{stem}.html",
+                m.body["html"].replace("<head>", f'<head>\n<meta name="status" content="{html.escape(status)}">', 1),
+            )
             results.append(SendResult(m.key, provider_id=f"draft:{stem}"))
         return results
