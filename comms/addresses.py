@@ -23,8 +23,9 @@ class AddressError(ValueError):
     """Not a usable address; the message says why."""
 
 
-def phone(raw: str, region: str = "US") -> str:
-    """E.164 form of a phone number, or AddressError."""
+def phone(raw: str, region: str = "US", *, strict: bool = True) -> str:
+    """E.164 form of a phone number, or AddressError. `strict=False` (for matching a STOP against the
+    roster) accepts a number of a possible length that the numbering plan does not list as assigned."""
     text = raw.strip()
     if _E164.match(text):
         return text  # the common case, and the hot one (every lookup of a fan-out)
@@ -36,7 +37,7 @@ def phone(raw: str, region: str = "US") -> str:
         raise AddressError(f"is not a phone number ({exc})") from None
     if parsed.extension:
         raise AddressError("has an extension: a text message cannot reach one")
-    if not phonenumbers.is_valid_number(parsed):
+    if not (phonenumbers.is_valid_number(parsed) if strict else phonenumbers.is_possible_number(parsed)):
         raise AddressError("is not a valid number")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
@@ -54,6 +55,6 @@ def match_key(channel: str, address: str) -> str:
     if channel == "email":
         return address.strip().lower()
     try:
-        return phone(address)
+        return phone(address, strict=False)
     except AddressError:
         return address.strip()

@@ -446,7 +446,9 @@ def suppress_import(
                 bad.append(f"{file}:{n}: skipped: channel must be sms or email and address must be set")
                 continue
             try:
-                address = addresses.phone(address) if channel == "sms" else addresses.email(address).lower()
+                address = (
+                    addresses.phone(address, strict=False) if channel == "sms" else addresses.email(address).lower()
+                )
             except addresses.AddressError as exc:
                 odd.append(f"{file}:{n}: {channel} address {exc}; kept as written")
             rows.append((channel, address, (row.get("reason") or "opted_out").strip(), f"csv:{file.name}"))

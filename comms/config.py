@@ -273,7 +273,8 @@ def parse_settings(text: str, name: str = "campaigns.yaml") -> Settings:
         raise ConfigError(f"{name}{line}: invalid YAML: {exc.problem}") from None
     except yaml.reader.ReaderError as exc:  # a NUL or another character YAML does not allow
         line = text[: exc.position].count("\n") + 1
-        raise ConfigError(f"{name}:{line}: invalid YAML: character {exc.character!r} is not allowed") from None
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        raise ConfigError(f"{name}:{line}: invalid YAML: character {char!r} is not allowed") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{name}: invalid YAML: {exc}") from None
     except RecursionError:

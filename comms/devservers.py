@@ -192,6 +192,9 @@ class _TwilioHandler(_Handler):
             return self._reply(
                 400, {"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400}
             )
+        if to in p.rejections:  # an error Twilio answers with for this number, as configured by a test
+            code, message = p.rejections[to]
+            return self._reply(400, {"code": code, "message": message, "status": 400})
         if not to.startswith("+") or to in p.invalid:
             return self._reply(400, {"code": 21211, "message": f"The 'To' number {to} is not valid", "status": 400})
         if not (form.get("MessagingServiceSid") or form.get("From")):
@@ -248,6 +251,7 @@ class FakeTwilio(FakeProvider):
         self.by_to: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.opted_out: set[str] = set()
         self.invalid: set[str] = set()
+        self.rejections: dict[str, tuple[int, str]] = {}  # number -> (Twilio error code, message)
 
 
 class _SendGridHandler(_Handler):

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
 from comms.app import App, Env
+from comms.cli import app as cli
 from comms.demo import demo_events
 from comms.oneroster import import_bundle
 from comms.roster import Roster
@@ -158,3 +163,141 @@ def test_campaign_audience_narrowed_by_grade_band_and_school(tmp_path: Path) -> 
     app.close()
     # PK-05 in the fixture: Sofía (G01), Jean's sister Nadège (G03, G04), Noah (G06)
     assert sorted(k for (k,) in keys) == ["G01", "G03", "G04", "G06"]
+
+
+# -- a bundle that fails a structural check changes nothing ---------------------------------------------
+def _bundle(tmp_path: Path, edit: Callable[[Path], None]) -> Path:
+    b = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, b)
+    edit(b)
+    return b
+
+
+def _rewrite(name: str, fn: Callable[[str], str]) -> Callable[[Path], None]:
+    return lambda b: (b / name).write_text(fn((b / name).read_text("utf-8")), "utf-8")
+
+
+STRUCTURAL: dict[str, tuple[Callable[[Path], None], str]] = {
+    "users.csv without role": (_rewrite("users.csv", lambda t: t.replace(",role,", ",kind,", 1)), "missing: role"),
+    "users.csv without sourcedId": (
+        _rewrite("users.csv", lambda t: t.replace("sourcedId,", "id,", 1)),
+        "missing: sourcedId",
+    ),
+    "no users.csv": (lambda b: (b / "users.csv").unlink(), "users.csv: file missing"),
+    "semicolons": (_rewrite("users.csv", lambda t: t.replace(",", ";")), "separated by ';'"),
+    "Latin-1 bytes": (
+        lambda b: (b / "users.csv").write_bytes((b / "users.csv").read_text("utf-8").encode("latin-1")),
+        "byte 0xe9 is not UTF-8 (Latin-1 or Windows-1252?)",
+    ),
+    "a field past the csv limit": (
+        _rewrite("users.csv", lambda t: t + 'g9,active,,true,,parent,g9,,"Unclosed,X\n' + "x" * 200_000 + "\n"),
+        "field larger than field limit",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(STRUCTURAL))
+def test_a_broken_bundle_changes_nothing_and_exits_1(case: str, tmp_path: Path) -> None:
+    db = tmp_path / "roster.db"
+    import_bundle(BUNDLE, db)
+    before = Roster.load(db)
+    edit, expected = STRUCTURAL[case]
+    bundle = _bundle(tmp_path, edit)
+    report = import_bundle(bundle, db)
+    assert not report.ok and expected in str(report.fatal[0]), report.fatal
+    after = Roster.load(db)
+    assert after.guardians == before.guardians and after.students == before.students  # not emptied
+    r = CliRunner().invoke(cli, ["roster", "import", str(bundle)], env={"COMMS_ROSTER": str(db)})
+    assert r.exit_code == 1 and expected in r.output and "unchanged" in r.output and "Traceback" not in r.output
+
+
+def test_a_folder_that_does_not_exist_changes_nothing(tmp_path: Path) -> None:
+    r = CliRunner().invoke(
+        cli, ["roster", "import", str(tmp_path / "nope")], env={"COMMS_ROSTER": str(tmp_path / "r.db")}
+    )
+    assert r.exit_code == 1 and "is not a folder" in r.output and not (tmp_path / "r.db").exists()
+
+
+def test_a_reimport_that_drops_many_families_needs_allow_shrink(tmp_path: Path) -> None:
+    db = tmp_path / "roster.db"
+    import_bundle(BUNDLE, db)
+    keep = ("sourcedId", "s", "g4", "g5", "t1")
+    bundle = _bundle(
+        tmp_path, _rewrite("users.csv", lambda t: "\n".join(ln for ln in t.splitlines() if ln.startswith(keep)) + "\n")
+    )
+    report = import_bundle(bundle, db)
+    assert not report.ok and "would remove 3 of 5 families (60%, more than 20%)" in str(report.fatal[0])
+    assert len(Roster.load(db).guardians) == 5
+    assert import_bundle(bundle, db, allow_shrink=True).ok
+    assert len(Roster.load(db).guardians) == 2
+
+
+# -- rows reported, not silently taken -------------------------------------------------------------------
+HOSTILE_ROWS = [
+    "g10,active,,true,,parent,g10,,Ana,A,,,ana@example.org,305-CALL-NOW,,s1,,,es,true,,",
+    "g11,active,,true,,parent,g11,,Ben,B,,,ben@example.org,(305) 555-0111 ext. 12,,s1,,,en,true,,",
+    'g12,active,,true,,parent,g12,,Cy,C,,,"cy @example.org",,,s1,,,en,true,,',
+    'g13,active,,true,,parent,g13,,Di,D,,,"di@example.org, x@example.org",,,s1,,,en,true,,',
+    "g14,active,,true,,parent,g14,,Ed,E,,,@example.org,,,s1,,,en,true,,",
+    'g15,active,,true,,parent,g15,,Fa,F,,,"fa@example.org\nBcc: all@example.org",,,s1,,,en,true,,',
+    "g16,active,,true,,parent,g16,,G\x1bi,G,,,gi@example.org,,,s1,,,en,true,,",
+    "g1,active,,true,,parent,g1,,Impostor,X,,,imp@example.org,3055550199,,s1,,,en,true,,",
+    "r1,active,,true,,relative,r1,,Rosa,R,,,rosa@example.org,3055550120,,s1,,,es,true,,",
+    "s20,active,,true,7001,student,s20,,Tia,T,,,,,,g17,TK,,,,,",
+    "s21,active,,true,7001,student,s21,,Uma,U,,,,,,g17,UG,,,,,",
+    "s22,active,,true,7001,student,s22,,Val,V,,,,,,g17,Other,,,,,",
+    "s23,active,,true,7001,student,s23,,Wes,W,,,,,,g17,,,,,,",
+    "s24,active,,true,7001,student,s24,,Xi,X,,,,,,g17,14,,,,,",
+    'g17,active,,true,,guardian,g17,,Yves,Y,,,yves@example.org,3055550121,,"s20,s24",,,ht,true,,',
+]
+
+
+def test_hostile_rows_are_reported_with_file_line_and_reason(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path, _rewrite("users.csv", lambda t: t + "\n".join(HOSTILE_ROWS) + "\n"))
+    (bundle / "manifest.csv").unlink()
+    report = import_bundle(bundle, tmp_path / "roster.db")
+    said = "\n".join(map(str, report.problems))
+    for expected in (
+        "parent g10: phone has letters",
+        "parent g11: phone has an extension",
+        "parent g12: email is not one valid address",
+        "parent g13: email is not one valid address",
+        "parent g14: email is not one valid address",
+        "parent g15: email is not one valid address",
+        "parent g16: givenName is not text (control characters)",
+        "parent g1: sourcedId repeats line 10; this row left out",
+        "student s24: grade '14' is not a OneRoster 1.1 grade",
+        "guardian g17: links to student s24, left out (line",
+    ):
+        assert expected in said, (expected, said)
+    assert [str(w) for w in report.warnings] == [
+        "manifest.csv: missing: the bundle's version is not stated (read as 1.1)"
+    ]
+    r = Roster.load(tmp_path / "roster.db")
+    assert r.guardians["g1"].first_name == "María"  # the first row with the id, not the impostor after it
+    assert r.guardians["g10"].phone is None and r.guardians["g11"].phone is None
+    assert all(r.guardians[g].email is None for g in ("g12", "g13", "g14", "g15"))
+    assert "g16" not in r.guardians
+    assert r.guardians["r1"].phone == "+13055550120"  # a relative is a contact, not an unknown user
+    assert {r.students[s].grade for s in ("s20", "s21", "s22", "s23")} == {"TK", "UG", "Other", ""}
+
+
+def test_the_generated_bundle_is_oneroster_1_1_in_bulk_mode(tmp_path: Path) -> None:
+    import csv
+
+    from comms.generate import generate_bundle
+
+    generate_bundle(tmp_path / "b", 200, seed=3)
+    b = tmp_path / "b"
+    users = list(csv.DictReader((b / "users.csv").open(encoding="utf-8")))
+    assert all(u["status"] == "" and u["dateLastModified"] == "" for u in users)  # bulk: left blank
+    guardians = [u for u in users if u["role"] in ("parent", "guardian")]
+    assert guardians and all(u["orgSourcedIds"] for u in guardians)
+    manifest = dict(csv.reader((b / "manifest.csv").open(encoding="utf-8")))
+    files = {k.removeprefix("file."): v for k, v in manifest.items() if k.startswith("file.")}
+    assert len(files) == 13 and files["classes"] == "bulk" and files["demographics"] == "absent"
+    classes = {c["sourcedId"] for c in csv.DictReader((b / "classes.csv").open(encoding="utf-8"))}
+    enrolled = {e["classSourcedId"] for e in csv.DictReader((b / "enrollments.csv").open(encoding="utf-8"))}
+    assert enrolled <= classes  # every enrollment names a class that exists
+    courses = {c["sourcedId"] for c in csv.DictReader((b / "courses.csv").open(encoding="utf-8"))}
+    assert {c["courseSourcedId"] for c in csv.DictReader((b / "classes.csv").open(encoding="utf-8"))} <= courses

@@ -16,6 +16,23 @@ from comms.channels.base import Channel, Message, SendResult
 from comms.channels.outbox import _write_atomic, make_folder
 
 
+class _FrontMatter(yaml.SafeDumper):
+    """Every value on one line: a string with a line break is double-quoted with `\\n` escapes, so no
+    value can end the front matter (a line `---`) or start a key of its own."""
+
+
+_FrontMatter.add_representer(
+    str,
+    lambda dumper, value: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", value, style='"' if any(c in value for c in "\n\r\x85\u2028\u2029") else None
+    ),
+)
+
+
+def front_matter(meta: dict[str, str]) -> str:
+    return "---\n" + yaml.dump(meta, Dumper=_FrontMatter, sort_keys=False, allow_unicode=True, width=10**6) + "---\n\n"
+
+
 class PressDraftChannel(Channel):
     def __init__(self, directory: str | Path) -> None:
         self.dir = make_folder(Path(directory) / "press")
@@ -32,7 +49,7 @@ class PressDraftChannel(Channel):
                 "language": m.lang,
                 "ledger_key": m.key,
             }
-            front = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000) + "---\n\n"
+            front = front_matter(meta)
             _write_atomic(self.dir / f"{stem}.md", front + m.body["md"])
             _write_atomic(
                 self.dir / f"{stem}.html",

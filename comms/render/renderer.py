@@ -99,27 +99,31 @@ def _time_limit(seconds: float, name: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _where(exc: BaseException, templates_dir: Path) -> str:
-    """file:line of the innermost template frame a render error came from (Jinja rewrites tracebacks
-    so that template frames carry the template's file and line)."""
-    root = str(templates_dir.resolve())
-    frames = [fr for fr in traceback.extract_tb(exc.__traceback__) if fr.filename.startswith(root)]
+def _where(exc: BaseException, env: jinja2.Environment, templates_dir: Path) -> str:
+    """file:line of the innermost template frame a render error came from."""
+    root = templates_dir.resolve()
+    frames = [fr for fr in traceback.extract_tb(exc.__traceback__) if fr.filename.startswith(str(root))]
     if not frames:
         return ""
     fr = frames[-1]
-    return f"{Path(fr.filename).relative_to(root)}:{fr.lineno}"
+    name = Path(fr.filename).relative_to(root).as_posix()
+    try:  # the frame's line is the compiled Python's: the template maps it back to its own
+        line = env.get_template(name).get_corresponding_lineno(fr.lineno or 0)
+    except jinja2.TemplateError:
+        line = fr.lineno or 0
+    return f"{name}:{line}"
 
 
-def describe_template_error(exc: BaseException, name: str, templates_dir: Path) -> str:
+def describe_template_error(exc: BaseException, name: str, env: jinja2.Environment, templates_dir: Path) -> str:
     """One line naming the file and line of a template problem."""
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return f"{exc.name or exc.filename or name}:{exc.lineno}: syntax error: {exc.message}"
     if isinstance(exc, jinja2.TemplateNotFound):
-        where = _where(exc, templates_dir)
+        where = _where(exc, env, templates_dir)
         if not where or exc.name == name:
             return f"template {exc.name or name} is missing (run `comms validate`)"
         return f"{where}: asks for template {exc.name!r}, which is missing"
-    where = _where(exc, templates_dir) or name
+    where = _where(exc, env, templates_dir) or name
     return f"{where}: {exc.__class__.__name__}: {exc}"
 
 
@@ -187,7 +191,7 @@ class Renderer:
             except jinja2.TemplateNotFound:
                 continue  # render() names the missing file
             except jinja2.TemplateSyntaxError as exc:
-                raise RenderError(describe_template_error(exc, name, self.templates_dir)) from None
+                raise RenderError(describe_template_error(exc, name, self.env, self.templates_dir)) from None
             found |= jinja2.meta.find_undeclared_variables(ast)
             for node in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
                 ref = _template_name(node.template, lang)
@@ -210,7 +214,7 @@ class Renderer:
             except RenderError:
                 raise
             except Exception as exc:  # a template bug of any kind: typed, with the file and line named
-                raise RenderError(describe_template_error(exc, name, self.templates_dir)) from None
+                raise RenderError(describe_template_error(exc, name, self.env, self.templates_dir)) from None
             parts[part] = str(module).strip() + "\n"
             if channel == "email" and part == "txt":
                 subject = getattr(module, "subject", None)
