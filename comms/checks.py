@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from comms.app import Env
 from comms.channels.segments import sms_size
 from comms.config import Settings, load_settings
@@ -39,11 +41,29 @@ def render_one(p: Pipeline, cid: str, event: Event, channel: str, lang: str):  #
     return p.renderer.render(channel, chcfg.template, lang, p.context(cid, campaign, event, lang, recipient))
 
 
-def check_templates(settings: Settings, env: Env, warnings: list[str] | None = None) -> list[str]:
-    """Every template named for every language exists, and renders the demo event of its type.
+def _samples(settings: Settings) -> dict[str, list[Event]]:
+    """The demo event of each type, and for a campaign with tiers one threshold event per tier (each
+    tier's label and actions make a different text)."""
+    samples: dict[str, list[Event]] = {}
+    for raw in sample_events():
+        e = parse_event(raw)
+        samples.setdefault(e.type, []).append(e)
+    threshold = samples.get("attendance.absence-threshold", [])
+    if threshold:
+        doc = json.loads(threshold[0].raw)
+        tiers = {t.name: t.min_absences for _, c in settings.campaigns_for(threshold[0].type) for t in c.tiers or ()}
+        samples[threshold[0].type] = []
+        for name, least in tiers.items():
+            doc["data"].update(tier=name, absences=least)
+            doc["id"] = f"sample-absence-threshold-{name}"
+            samples[threshold[0].type].append(parse_event(json.dumps(doc)))
+    return samples
 
-    SMS longer than district.sms_max_segments are reported in `warnings` (a cost, not an error).
-    """
+
+def check_templates(settings: Settings, env: Env) -> list[str]:
+    """Every template named for every language exists, and renders the demo events of its type.
+
+    An SMS over district.sms_max_segments is an error: the pipeline would never send it."""
     renderer = Renderer(env.templates)
     problems = []
     for cid, c in settings.campaigns.items():
@@ -59,28 +79,24 @@ def check_templates(settings: Settings, env: Env, warnings: list[str] | None = N
     if problems:
         return problems
     p = _pipeline(env, settings)
-    samples = {}
-    for raw in sample_events():
-        e = parse_event(raw)
-        samples.setdefault(e.type, e)
+    samples = _samples(settings)
     for cid, c in settings.campaigns.items():
-        event = samples.get(c.event_type)
-        if event is None:
-            continue
-        for channel, _ in c.channels.items():
-            langs = settings.district.press_languages if channel == "press_release" else settings.district.languages
-            for lang in langs:
-                try:
-                    r = render_one(p, cid, event, channel, lang)
-                except RenderError as exc:
-                    problems.append(f"campaigns.{cid}.channels.{channel} ({lang}): {exc}")
-                    continue
-                size = sms_size(r.parts["txt"].strip()) if channel == "sms" else None
-                if size and size.segments > settings.district.sms_max_segments and warnings is not None:
-                    warnings.append(
-                        f"campaigns.{cid}.channels.sms ({lang}): {size} with the demo event, more than "
-                        f"district.sms_max_segments ({settings.district.sms_max_segments})"
-                    )
+        for event in samples.get(c.event_type, []):
+            for channel, _ in c.channels.items():
+                langs = settings.district.press_languages if channel == "press_release" else settings.district.languages
+                for lang in langs:
+                    try:
+                        r = render_one(p, cid, event, channel, lang)
+                    except RenderError as exc:
+                        problems.append(f"campaigns.{cid}.channels.{channel} ({lang}): {exc}")
+                        continue
+                    size = sms_size(r.parts["txt"].strip()) if channel == "sms" else None
+                    if size and size.segments > settings.district.sms_max_segments:
+                        problems.append(
+                            f"campaigns.{cid}.channels.sms ({lang}): {size} with the demo event {event.id}, more "
+                            f"than district.sms_max_segments ({settings.district.sms_max_segments}): it would "
+                            "never be sent"
+                        )
     return problems
 
 

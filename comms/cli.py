@@ -190,12 +190,9 @@ def validate() -> None:
         from comms.config import load_settings
 
         settings = load_settings(env.config)
-        warnings: list[str] = []
-        problems = check_templates(settings, env, warnings)
+        problems = check_templates(settings, env)
     except ConfigError as exc:
         _fail(exc)
-    for w in warnings:
-        err.print(f"[bold yellow]warning:[/] {w}", highlight=False)
     if problems:
         for p in problems:
             err.print(f"[bold red]error:[/] {p}", highlight=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +63,7 @@ class Pipeline:
         self.channels = channels
         self.clock = clock
         self.chunk = chunk  # recipients ledgered, rendered and sent at a time
+        self._mass_texts: OrderedDict[tuple[str, ...], Rendered] = OrderedDict()  # the last events' texts
 
     # -- audience -------------------------------------------------------------------------------------
     def _targets(self, channel: str, campaign: Campaign, event: Event) -> list[Target]:
@@ -202,10 +203,18 @@ class Pipeline:
         first = {t.lang: t for t in reversed(targets)}
         rendered = {}
         for lang, t in sorted(first.items()):
-            r = self.renderer.render(
-                channel, chcfg.template, lang, self.context(cid, campaign, event, lang, t.recipient)
-            )
-            outcome["rendered"] += 1
+            # a retried event (same id, same body) renders to the same text: from the cache, so a
+            # flood of retries costs no rendering, as when only the ledger's rows turned them away
+            key = (event.uid, event.digest, cid, channel, lang)
+            r = self._mass_texts.get(key)
+            if r is None:
+                r = self.renderer.render(
+                    channel, chcfg.template, lang, self.context(cid, campaign, event, lang, t.recipient)
+                )
+                outcome["rendered"] += 1
+                self._mass_texts[key] = r
+                while len(self._mass_texts) > 64:
+                    self._mass_texts.popitem(last=False)
             if too_long := self._too_long(channel, r):
                 raise RenderError(
                     f"campaigns.{cid}.channels.{channel} ({lang}): {too_long}: the event is held, not sent to anyone "

@@ -206,3 +206,17 @@ def test_what_publish_accepts_a_consumer_handles(env: Env, tmp_path: Path) -> No
         w.close()
     app.close()
     assert all(w.stats["dead_lettered"] == 0 for w in workers), [w.stats for w in workers]
+
+
+def test_validate_renders_every_tier_and_refuses_an_sms_that_would_never_be_sent(tmp_path: Path) -> None:
+    from comms.checks import check_templates
+    from comms.config import parse_settings
+
+    text = (ROOT / "campaigns.yaml").read_text("utf-8")
+    long_label = "Intervenciones intensivas de la escuela y la comunidad, " + "más apoyo " * 20
+    settings = parse_settings(text.replace("Intervenciones intensivas de la escuela y la comunidad", long_label))
+    env = Env.from_environ({"COMMS_TEMPLATES": str(ROOT / "templates")})
+    problems = check_templates(settings, env)
+    assert len(problems) == 1, problems  # only the intensive tier, only in Spanish
+    assert "campaigns.show-up.channels.sms (es)" in problems[0] and "intensive" in problems[0]
+    assert "it would never be sent" in problems[0]

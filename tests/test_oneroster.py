@@ -249,6 +249,7 @@ HOSTILE_ROWS = [
     "s23,active,,true,7001,student,s23,,Wes,W,,,,,,g17,,,,,,",
     "s24,active,,true,7001,student,s24,,Xi,X,,,,,,g17,14,,,,,",
     'g17,active,,true,,guardian,g17,,Yves,Y,,,yves@example.org,3055550121,,"s20,s24",,,ht,true,,',
+    "g18,active,,true,,parent",  # a short row
 ]
 
 
@@ -268,6 +269,7 @@ def test_hostile_rows_are_reported_with_file_line_and_reason(tmp_path: Path) -> 
         "parent g1: sourcedId repeats line 10; this row left out",
         "student s24: grade '14' is not a OneRoster 1.1 grade",
         "guardian g17: links to student s24, left out (line",
+        "6 fields where the header has 22",
     ):
         assert expected in said, (expected, said)
     assert [str(w) for w in report.warnings] == [
