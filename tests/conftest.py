@@ -4,6 +4,8 @@ import copy
 import datetime as dt
 import json
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -93,6 +95,19 @@ def run_consumers(
         w.close()
     app.close()
     return workers
+
+
+def sigterm(proc: subprocess.Popen) -> int:
+    """Stop a consumer process as docker or systemd would; its exit code."""
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=30)
+
+
+def reap(proc: subprocess.Popen) -> None:
+    """Kill a process a test started, if it still runs (in a `finally`: no test leaves one behind)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def copies(raw: bytes, n: int, same_id: bool = False) -> list[bytes]:

@@ -16,7 +16,20 @@ from pathlib import Path
 from comms.app import App, Env
 from comms.devservers import FakeSendGrid, FakeTwilio
 from comms.worker import run
-from tests.conftest import MEALS, MIAMI, NOON, ROOT, SWITCH, Clock, copies, env_vars, make_env, provider_env
+from tests.conftest import (
+    MEALS,
+    MIAMI,
+    NOON,
+    ROOT,
+    SWITCH,
+    Clock,
+    copies,
+    env_vars,
+    make_env,
+    provider_env,
+    reap,
+    sigterm,
+)
 
 
 def deliver(
@@ -143,12 +156,9 @@ def test_kill_9_of_the_sms_consumer_mid_fanout_then_restart(tmp_path: Path, prov
             assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
             time.sleep(0.05)
         time.sleep(0.5)  # anything sent twice would arrive now
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert sigterm(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     assert at_kill < families  # the kill landed mid-fan-out
     per = tw.per_recipient()
     assert len(per) == families  # zero lost

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from comms.app import Env
 from comms.bus import open_bus
 from comms.devservers import FakeSendGrid, FakeTwilio
 from comms.ledger import Ledger
-from tests.conftest import MEALS, ROOT, SWITCH, env_vars, make_env, provider_env
+from tests.conftest import MEALS, ROOT, SWITCH, env_vars, make_env, provider_env, reap, sigterm
 
 NAMESPACES = os.geteuid() == 0 and shutil.which("unshare") is not None
 needs_namespace = pytest.mark.skipif(not NAMESPACES, reason="needs root and unshare(1) for a mount namespace")
@@ -93,12 +92,9 @@ def test_the_ledger_deleted_while_a_consumer_runs_is_written_back_and_nothing_go
         proc = start()
         _wait(lambda: tw.per_recipient().total() == 2 * families, 60, "the platform SMS after the restart")
         time.sleep(0.3)  # anything sent twice would arrive now
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert sigterm(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     assert set(tw.per_recipient().values()) == {2}  # each family: the meal SMS and the platform SMS, once each
 
 
@@ -151,9 +147,7 @@ def test_a_full_disk_is_one_clear_line_and_the_restart_sends_nothing_twice(
         go.touch()
         output, _ = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     err = (tmp_path / "err.txt").read_text()
     assert proc.returncode == 1, output + err
     assert "Traceback" not in err and "cannot rollback" not in err
