@@ -14,7 +14,7 @@ import re
 from markupsafe import Markup
 from pydantic import AnyUrl
 
-_INLINE = re.compile(r"([\\`*_\[\]<>{}|~&@!$])")  # emphasis, code, links, images, HTML, entities, math
+_INLINE = re.compile(r"([\\`*_\[\]<>{}|~&!$])")  # emphasis, code, links, images, HTML, entities, math
 _LINE_START = re.compile(r"(?m)^([ \t]*)([#>+=-])")  # headings, quotes, lists, rules
 _NUMBERED = re.compile(r"(?m)^([ \t]*\d{1,9})([.)])")
 _AUTOLINK = re.compile(r"(?i)(?<=[a-z0-9])(:)(?=//)|(?<=\bwww)(\.)")  # GFM's extended autolinks
