@@ -48,6 +48,18 @@ def _wait(cond: Callable[[], bool], seconds: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def _sms_consumer(proc_env: dict[str, str], log: Path) -> Callable[[], subprocess.Popen[bytes]]:
+    """A function that starts `python -m consumers.sms`, appending to `log`."""
+
+    def start() -> subprocess.Popen[bytes]:
+        with open(log, "ab") as f:
+            return subprocess.Popen(
+                [sys.executable, "-m", "consumers.sms"], env=proc_env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT
+            )
+
+    return start
+
+
 @pytest.mark.parametrize("which", ["ledger", "bus"])
 def test_a_file_overwritten_with_garbage_is_one_clear_line(which: str, env: Env, tmp_path: Path) -> None:
     _publish(env, MEALS)
@@ -62,38 +74,37 @@ def test_a_file_overwritten_with_garbage_is_one_clear_line(which: str, env: Env,
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_the_ledger_deleted_while_a_consumer_runs_is_written_back_and_nothing_goes_twice(
-    tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid]
+@pytest.mark.parametrize("which", ["ledger", "bus"])
+def test_a_file_deleted_while_a_consumer_runs_is_written_back_and_nothing_goes_twice(
+    which: str, tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid]
 ) -> None:
     tw, sg = providers
     families = 30
     env = make_env(tmp_path, families, COMMS_BUS=f"sqlite:///{tmp_path / 'bus.db'}?lease=2")
+    path = env.ledger if which == "ledger" else tmp_path / "bus.db"
     proc_env = {**os.environ, **env_vars(env), **provider_env(tw, sg)}
     _publish(env, MEALS)
     log = tmp_path / "sms.log"
-
-    def start() -> subprocess.Popen[bytes]:
-        with open(log, "ab") as f:
-            return subprocess.Popen(
-                [sys.executable, "-m", "consumers.sms"], env=proc_env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT
-            )
-
+    start = _sms_consumer(proc_env, log)
     proc = start()
     try:
         _wait(lambda: len(tw.per_recipient()) == families, 60, "the meal SMS")
-        env.ledger.unlink()  # an operator's `rm`, or a clean-up script
-        _publish(env, SWITCH)
+        path.unlink()  # an operator's `rm`, or a clean-up script
+        if which == "ledger":
+            _publish(env, SWITCH)  # its first ledger write finds the file gone (the bus: the next lease renewal)
         assert proc.wait(timeout=60) == 1, log.read_text()
         text = log.read_text()
         assert "Traceback" not in text
-        assert f"ledger {env.ledger} was deleted while this process ran" in text and "written back" in text, text
+        assert f"{which} {path} was deleted while this process ran" in text and "written back" in text, text
+        if which == "bus":
+            _publish(env, SWITCH)  # the written-back bus holds the meal event and the group's offsets
         ledger = Ledger(env.ledger)
         rows: Counter[str] = Counter()
         for cid, _, _, st, n in ledger.counts():
             rows[st] += n if cid == "meal-schedule" else 0
         ledger.close()
-        # every meal SMS is in the written-back ledger: `sent`, or `sending` if the deletion came between
-        # the provider's answer and the ledger's mark (the restart then finds it at Twilio)
+        # every meal SMS is in the ledger: `sent`, or `sending` if the deletion came between the
+        # provider's answer and the ledger's mark (the restart then finds it at Twilio)
         assert rows.total() == families and {s for s, n in rows.items() if n} <= {"sent", "sending"}, rows
         proc = start()
         _wait(lambda: tw.per_recipient().total() == 2 * families, 60, "the platform SMS after the restart")
