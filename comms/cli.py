@@ -352,8 +352,8 @@ def roster_import(
         err.print(f"[bold yellow]warning:[/] {directory / w.file}: {w.reason}", highlight=False)
     if report.fatal:
         for p in report.fatal:
-            where = f"{directory / p.file}" + (f":{p.line}" if p.line else "") if p.file != str(directory) else p.file
-            err.print(f"[bold red]error:[/] {where}: {p.reason}", highlight=False)
+            where = p.file if p.file == str(directory) else str(directory / p.file)
+            err.print(f"[bold red]error:[/] {where}{f':{p.line}' if p.line else ''}: {p.reason}", highlight=False)
         err.print(f"nothing imported: the roster {db} is unchanged", highlight=False)
         raise typer.Exit(1)
     for p in report.problems:
