@@ -83,7 +83,13 @@ def test_kill_9_ten_times_during_a_fanout(tmp_path: Path, providers: tuple[FakeT
     at_kills: list[tuple[int, int]] = []
     try:
         for _ in range(10):
-            time.sleep(rng.uniform(0.4, 1.4))
+            # kill once the restarted consumers are sending again (their start-up time varies with the
+            # machine's load: on a busy one every kill landed before the first message), then at random
+            sent = len(tw.messages) + len(sg.deliveries)
+            until = time.monotonic() + 30
+            while len(tw.messages) + len(sg.deliveries) == sent < 2 * expected and time.monotonic() < until:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.5))
             for p in procs.values():
                 p.kill()
                 p.wait()
