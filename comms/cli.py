@@ -19,7 +19,7 @@ from rich.logging import RichHandler
 from rich.table import Column, Table
 
 from comms.errors import CommsError, ConfigError, EventValidationError
-from comms.events import parse_event
+from comms.events import load_json, parse_event
 
 app = typer.Typer(
     add_completion=False,
@@ -61,29 +61,6 @@ def _read_input(file: str) -> str:
         ) from None
 
 
-def _load_json(text: str) -> object:
-    """json.loads, with every way it can fail (a syntax error, nesting too deep, a number too long
-    for Python) as one ValueError whose message says where."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise ValueError("invalid JSON: nested too deeply") from None
-    except ValueError as exc:  # a number with more than 4300 digits
-        raise ValueError(f"invalid JSON: {str(exc).split(';')[0]}") from None
-
-
-def _close_quietly(workers: list, app: object) -> None:
-    """Close what a run opened; after a StoreError a close may fail on the same file: the error
-    already said what is wrong, so a second one is logged, not raised over it."""
-    for closable in [*workers, app]:
-        try:
-            closable.close()  # type: ignore[attr-defined]
-        except Exception as exc:  # noqa: BLE001 - reported, not swallowed
-            logging.getLogger("comms.cli").debug("closing after a failure: %s", exc)
-
-
 def _split(text: str, where: str) -> Iterator[tuple[str, bytes]]:
     """(where, raw) per event in a JSON document, a JSON array, or JSON Lines.
 
@@ -93,11 +70,11 @@ def _split(text: str, where: str) -> Iterator[tuple[str, bytes]]:
     if not lines:
         raise ConfigError(f"{where}: no events (the input is empty)")
     try:
-        doc = _load_json(text)
-    except ValueError as whole:
+        doc = load_json(text)
+    except EventValidationError as whole:
         try:
-            _load_json(lines[0][1])
-        except ValueError:
+            load_json(lines[0][1])
+        except EventValidationError:
             raise ConfigError(f"{where}: {whole}") from None
         doc = None  # the first line stands alone: JSON Lines
     if isinstance(doc, dict):
@@ -153,6 +130,7 @@ def run(
 ) -> None:
     """Run the consumers (press drafts, SMS, e-mail) until stopped, or until idle."""
     from comms.app import App
+    from comms.worker import close_all
     from comms.worker import run as run_workers
 
     _logging(verbose)
@@ -172,7 +150,7 @@ def run(
     except CommsError as exc:  # a damaged, deleted or full file, or the configuration: stop, say why
         failed = exc
     finally:
-        _close_quietly(workers, a)
+        close_all(*workers, a)
     if failed is not None:
         _fail(failed)
     for w in workers:

@@ -97,6 +97,11 @@ def _bool(value: str | None, default: bool) -> bool:
     return default if not v else v in ("true", "1", "yes", "y")
 
 
+def _ids(row: dict[str, str], column: str) -> list[str]:
+    """A OneRoster list field ("a,b,c") as its non-empty items."""
+    return [x.strip() for x in row.get(column, "").split(",") if x.strip()]
+
+
 def _control(text: str) -> bool:
     return any(unicodedata.category(c) in ("Cc", "Cf") for c in text)
 
@@ -228,8 +233,8 @@ def read_bundle(directory: Path, default_language: str = "en", region: str = "US
             continue
         seen[uid] = line
         if role == "student":
-            grades = [g.strip() for g in row.get("grades", "").split(",") if g.strip()]
-            school = next((o.strip() for o in row.get("orgSourcedIds", "").split(",") if o.strip() in schools), None)
+            grades = _ids(row, "grades")
+            school = next((o for o in _ids(row, "orgSourcedIds") if o in schools), None)
             school = school or enrolled_at.get(uid, "")
             why = None
             if not given:
@@ -248,7 +253,7 @@ def read_bundle(directory: Path, default_language: str = "en", region: str = "US
                 left_out[uid] = line
                 continue
             students[uid] = (uid, given, grades[0] if grades else "", school)
-            agents[uid] = (line, role, [a.strip() for a in row.get("agentSourcedIds", "").split(",") if a.strip()])
+            agents[uid] = (line, role, _ids(row, "agentSourcedIds"))
         elif role in GUARDIAN_ROLES:
             if not given or _control(given):
                 bad(
@@ -294,7 +299,7 @@ def read_bundle(directory: Path, default_language: str = "en", region: str = "US
                 _bool(row.get("metadata.noContact"), False),
                 _bool(row.get("metadata.synthetic"), False),
             )
-            agents[uid] = (line, role, [a.strip() for a in row.get("agentSourcedIds", "").split(",") if a.strip()])
+            agents[uid] = (line, role, _ids(row, "agentSourcedIds"))
     for uid, (line, role, ids) in agents.items():
         for other in ids:
             pair = (uid, other) if role == "student" else (other, uid)

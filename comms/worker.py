@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from comms.bus import Bus, Consumer, Record
 from comms.errors import (
@@ -141,3 +142,13 @@ def run(workers: list[Worker], until_idle: bool = False, stop: threading.Event |
         if until_idle and not waiting and all(w.caught_up() for w in workers):
             return
         time.sleep(0.05 if until_idle else 0.2)
+
+
+def close_all(*closables: Worker | Any) -> None:
+    """Close what a run opened. After a StoreError a close may fail on the same file; that error has
+    been reported already, so a second one is logged here, not raised over it."""
+    for closable in closables:
+        try:
+            closable.close()
+        except Exception as exc:  # noqa: BLE001 - logged, not swallowed
+            log.debug("closing after a failure: %s", exc)

@@ -10,7 +10,7 @@ import threading
 
 from comms.app import App
 from comms.errors import BusUnavailableError, CommsError
-from comms.worker import run
+from comms.worker import close_all, run
 
 log = logging.getLogger("consumers")
 
@@ -41,10 +41,6 @@ def main(name: str) -> None:
         log.error("%s: stopped: %s", name, exc)
         failed = True
     finally:
-        for closable in [*workers, app]:
-            try:
-                closable.close()
-            except Exception as exc:  # noqa: BLE001 - after the error above, a close may fail on the same file
-                log.debug("closing: %s", exc)
+        close_all(*workers, app)
     if failed:
         sys.exit(1)

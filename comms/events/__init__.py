@@ -1,6 +1,14 @@
 """Event contract: CloudEvents envelope + one pydantic model per event type."""
 
-from comms.events.envelope import MAX_EVENT_BYTES, Envelope, Event, conflicting_duplicate, make_event, parse_event
+from comms.events.envelope import (
+    MAX_EVENT_BYTES,
+    Envelope,
+    Event,
+    conflicting_duplicate,
+    load_json,
+    make_event,
+    parse_event,
+)
 from comms.events.models import (
     EVENT_TYPES,
     GRADE_CODES,
@@ -23,6 +31,7 @@ __all__ = [
     "MealsSchedule",
     "PlatformSwitch",
     "conflicting_duplicate",
+    "load_json",
     "make_event",
     "parse_event",
 ]

@@ -85,6 +85,20 @@ def _describe(err: ValidationError, prefix: str = "") -> tuple[str, str | None]:
     return "; ".join(parts), first_field
 
 
+def load_json(text: str) -> Any:
+    """json.loads, with every way it can fail as one EventValidationError saying where: a syntax
+    error, nesting too deep, a number too long for Python. Each would otherwise crash a consumer on
+    every restart (a poison pill), or `comms publish` with a traceback."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EventValidationError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:  # {"a": {"a": ... thousands deep
+        raise EventValidationError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # a number of more than 4300 digits: Python's limit on int parsing
+        raise EventValidationError(f"invalid JSON: {str(exc).split(';')[0]}") from None
+
+
 def parse_event(raw: bytes | str) -> Event:
     """Parse and validate one event. Raises EventValidationError whose reason names the field."""
     if isinstance(raw, str):
@@ -92,17 +106,10 @@ def parse_event(raw: bytes | str) -> Event:
     if len(raw) > MAX_EVENT_BYTES:
         raise EventValidationError(f"event is {len(raw)} bytes, more than the {MAX_EVENT_BYTES} allowed")
     try:
-        doc = json.loads(raw.decode("utf-8"))  # the contract is UTF-8; json.loads(bytes) would guess
+        text = raw.decode("utf-8")  # the contract is UTF-8; json.loads(bytes) would guess
     except UnicodeDecodeError as exc:
         raise EventValidationError(f"event is not UTF-8: {exc.reason} at byte {exc.start}") from None
-    except json.JSONDecodeError as exc:
-        raise EventValidationError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        # {"a": {"a": ... thousands deep: json raises RecursionError, which would crash the consumer on
-        # every restart (a poison pill) if it were not turned into a reason here
-        raise EventValidationError("invalid JSON: nested too deeply") from None
-    except ValueError as exc:  # a number of more than 4300 digits: Python's limit on int parsing
-        raise EventValidationError(f"invalid JSON: {str(exc).split(';')[0]}") from None
+    doc = load_json(text)
     if not isinstance(doc, dict):
         raise EventValidationError(f"event must be a JSON object, not {type(doc).__name__}")
     try:

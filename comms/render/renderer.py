@@ -207,18 +207,22 @@ class Renderer:
         """Render every part of one channel's template; email takes its subject from the txt part."""
         parts: dict[str, str] = {}
         subject = None
-        for part, name in template_paths(channel, template, lang).items():
-            try:
-                with _time_limit(self.time_limit, name):
-                    module = self.env.get_template(name).make_module({**context, "lang": lang})
-            except RenderError:
-                raise
-            except Exception as exc:  # a template bug of any kind: typed, with the file and line named
-                raise RenderError(describe_template_error(exc, name, self.env, self.templates_dir)) from None
-            parts[part] = str(module).strip() + "\n"
-            if channel == "email" and part == "txt":
-                subject = getattr(module, "subject", None)
-                if not subject:
-                    raise RenderError(f"{name}: an email template must set `subject`")
-                subject = " ".join(str(subject).split())
+        # one timer for all the parts: two signal calls and two timer calls per render, not per part
+        with _time_limit(self.time_limit, f"{channel}/{template}.{lang}"):
+            for part, name in template_paths(channel, template, lang).items():
+                parts[part], module = self._render_part(name, {**context, "lang": lang})
+                if channel == "email" and part == "txt":
+                    subject = getattr(module, "subject", None)
+                    if not subject:
+                        raise RenderError(f"{name}: an email template must set `subject`")
+                    subject = " ".join(str(subject).split())
         return Rendered(parts=parts, subject=subject)
+
+    def _render_part(self, name: str, context: dict[str, Any]) -> tuple[str, Any]:
+        try:
+            module = self.env.get_template(name).make_module(context)
+        except _RenderTimeout:
+            raise
+        except Exception as exc:  # a template bug of any kind: typed, with the file and line named
+            raise RenderError(describe_template_error(exc, name, self.env, self.templates_dir)) from None
+        return str(module).strip() + "\n", module
