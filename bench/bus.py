@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 from comms.bus import Bus, open_bus
-from comms.devbroker import noida_kafka
+from comms.dev.broker import noida_kafka
 from comms.events import make_event
 
 

@@ -27,8 +27,8 @@ from comms.app import App, Env
 from comms.channels.base import Message
 from comms.channels.sendgrid_email import SendGridEmailChannel, mail_payload
 from comms.channels.twilio_sms import TwilioSmsChannel
-from comms.demo import demo_events
-from comms.devservers import (
+from comms.dev.demo import demo_events
+from comms.dev.servers import (
     ACCOUNT_SID,
     API_KEY,
     AUTH_TOKEN,
@@ -57,19 +57,27 @@ def main() -> None:
     n = args.families
     print(f"{n} families; {platform.node()} {platform.machine()}, Python {platform.python_version()}")
     sms = [
-        Message(f"k{i}", "sms", "meal-schedule", "e", "en", f"+1786{i:07d}", {"txt": "M-DCPS: free meals"})
+        Message(
+            key=f"k{i}",
+            channel="sms",
+            campaign="meal-schedule",
+            event_uid="e",
+            lang="en",
+            to=f"+1786{i:07d}",
+            body={"txt": "M-DCPS: free meals"},
+        )
         for i in range(n)
     ]
     mails = [
         Message(
-            f"k{i}",
-            "email",
-            "meal-schedule",
-            "e",
-            "en",
-            f"p{i}@example.org",
-            {"txt": "Free meals", "html": "<p>Free meals</p>"},
-            "Free meals",
+            key=f"k{i}",
+            channel="email",
+            campaign="meal-schedule",
+            event_uid="e",
+            lang="en",
+            to=f"p{i}@example.org",
+            body={"txt": "Free meals", "html": "<p>Free meals</p>"},
+            subject="Free meals",
         )
         for i in range(n)
     ]

@@ -4,7 +4,7 @@
 
 What runs, as in production but on one machine:
 - a generated OneRoster roster (cached in bench/.cache/, generated and imported on first use);
-- the local Twilio and SendGrid servers in their own process (`python -m comms.devservers --light`);
+- the local Twilio and SendGrid servers in their own process (`python -m comms.dev.servers --light`);
 - the two seed events published on the embedded SQLite bus;
 - `comms run --until-idle --only sms|email|press`, each consumer in its own process, with the real
   ledger, renderer and official SDKs.
@@ -36,8 +36,8 @@ from twilio.rest import Client
 from comms.bus import open_bus
 from comms.channels.base import Message
 from comms.channels.sendgrid_email import mail_payload
-from comms.demo import demo_events
-from comms.devservers import ACCOUNT_SID, API_KEY, AUTH_TOKEN, MESSAGING_SERVICE_SID, SENDER, provider_env
+from comms.dev.demo import demo_events
+from comms.dev.servers import ACCOUNT_SID, API_KEY, AUTH_TOKEN, MESSAGING_SERVICE_SID, SENDER, provider_env
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache"
@@ -102,7 +102,14 @@ def baseline(urls: dict[str, str], phones: list[str], mails: list[str]) -> tuple
     t = time.perf_counter()
     for i, to in enumerate(mails):
         m = Message(
-            f"b{i}", "email", "meals", "e", "en", to, {"txt": "Free meals", "html": "<p>Free meals</p>"}, "Meals"
+            key=f"b{i}",
+            channel="email",
+            campaign="meals",
+            event_uid="e",
+            lang="en",
+            to=to,
+            body={"txt": "Free meals", "html": "<p>Free meals</p>"},
+            subject="Meals",
         )
         sg.client.mail.send.post(request_body=mail_payload([m], sender=SENDER))
     return sms_rate, len(mails) / (time.perf_counter() - t)
@@ -157,7 +164,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = roster(args.students, {**base_env, "COMMS_VAR": tmp})
         servers = subprocess.Popen(
-            [sys.executable, "-m", "comms.devservers", "--light", "--latency", str(args.latency)],
+            [sys.executable, "-m", "comms.dev.servers", "--light", "--latency", str(args.latency)],
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,

@@ -50,11 +50,20 @@ def email(raw: str) -> str:
         raise AddressError(str(exc)) from None
 
 
-def match_key(channel: str, address: str) -> str:
-    """The form an address is kept and looked up in on the suppression list."""
-    if channel == "email":
-        return address.strip().lower()
+def checked(kind: str, raw: str) -> str:
+    """An address of a channel's kind (`Channel.address`: phone or email) in the form it is kept in,
+    or AddressError; a phone number of a possible length passes (a STOP from any number counts)."""
+    return phone(raw, strict=False) if kind == "phone" else email(raw).lower()
+
+
+def phone_key(address: str) -> str:
+    """The form a phone number is kept and looked up in on the suppression list."""
     try:
         return phone(address, strict=False)
     except AddressError:
         return address.strip()
+
+
+def email_key(address: str) -> str:
+    """The form an e-mail address is kept and looked up in on the suppression list."""
+    return address.strip().lower()

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from comms.attendance import AttendanceCounter
 from comms.bus import Bus, open_bus
-from comms.channels import Channel, load_channel
+from comms.channels import Channel, channel_classes
 from comms.clock import Clock, clock_from_env
 from comms.config import Settings, load_settings
 from comms.errors import BusUnavailableError, ConfigError
@@ -22,7 +22,7 @@ from comms.ledger import Ledger
 from comms.pipeline import Pipeline
 from comms.render import Renderer
 from comms.roster import FIXTURE, Roster
-from comms.worker import CONSUMERS, Worker, group_name
+from comms.worker import ATTENDANCE, Worker, consumer_names, group_name
 
 DEFAULT_TOPIC = "comms.events"
 log = logging.getLogger("comms.app")
@@ -57,69 +57,24 @@ class Env:
         )
 
 
-TWILIO_VARS = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN")
-SENDGRID_VARS = ("SENDGRID_API_KEY", "COMMS_EMAIL_FROM")
-
-
-def _provider_configured(environ: Mapping[str, str], needed: tuple[str, ...], either: tuple[str, ...] = ()) -> bool:
-    """True when every variable is set, False when none is; a partial set is a ConfigError naming the gap."""
-    names = needed + either
-    present = [n for n in names if environ.get(n)]
-    if not present:
-        return False
-    missing = [n for n in needed if not environ.get(n)]
-    if either and not any(environ.get(n) for n in either):
-        missing.append(" or ".join(either))
-    if missing:
-        raise ConfigError(
-            f"{', '.join(present)} set but {', '.join(missing)} missing: set all, or none for the dry-run outbox"
-        )
-    return True
-
-
 def build_channels(env: Env, environ: Mapping[str, str] | None = None) -> dict[str, Channel]:
-    """Real providers where their credentials are in the environment; the dry-run outbox otherwise."""
+    """Each channel's provider where its credentials are in the environment; the dry-run outbox otherwise."""
     e = os.environ if environ is None else environ
-    channels = {"press_release": load_channel("press_drafts", directory=env.out)}
-    if _provider_configured(e, TWILIO_VARS, ("TWILIO_MESSAGING_SERVICE_SID", "TWILIO_FROM")):
-        channels["sms"] = load_channel(
-            "twilio",
-            account_sid=e["TWILIO_ACCOUNT_SID"],
-            auth_token=e["TWILIO_AUTH_TOKEN"],
-            messaging_service_sid=e.get("TWILIO_MESSAGING_SERVICE_SID") or None,
-            from_=e.get("TWILIO_FROM") or None,
-            api_url=e.get("COMMS_TWILIO_API_URL") or None,
-            status_callback=e.get("COMMS_TWILIO_STATUS_CALLBACK") or None,
-            rate=float(e.get("COMMS_SMS_RATE", "100")),
-            concurrency=int(e.get("COMMS_SMS_CONCURRENCY", "16")),
-        )
-    else:
-        channels["sms"] = load_channel("outbox", directory=env.out / "outbox", channel="sms")
-    if _provider_configured(e, SENDGRID_VARS):
-        channels["email"] = load_channel(
-            "sendgrid",
-            api_key=e["SENDGRID_API_KEY"],
-            sender=e["COMMS_EMAIL_FROM"],
-            sender_name=e.get("COMMS_EMAIL_FROM_NAME") or None,
-            api_url=e.get("COMMS_SENDGRID_API_URL") or None,
-            reconcile_after=float(e.get("COMMS_SENDGRID_RECONCILE_AFTER", "120")),
-        )
-    else:
-        channels["email"] = load_channel("outbox", directory=env.out / "outbox", channel="email")
-    return channels
+    return {c.name: c.from_env(e, env.out) for c in channel_classes()}
 
 
-def _refuse_real_providers(env: Env, environ: Mapping[str, str] | None) -> None:
+def _refuse_real_providers(env: Env, channels: Mapping[str, Channel], environ: Mapping[str, str] | None) -> None:
     """A generated roster's phone numbers are random valid numbers: only a local server may get them."""
     e = os.environ if environ is None else environ
-    for configured, url_var in ((TWILIO_VARS, "COMMS_TWILIO_API_URL"), (SENDGRID_VARS, "COMMS_SENDGRID_API_URL")):
-        if all(e.get(v) for v in configured):
-            host = urlsplit(e.get(url_var) or "https://api.example").hostname or ""
+    for ch in channels.values():
+        spec = ch.spec
+        if type(ch) is spec and spec.api_url_var and spec.credentials:  # a real provider, not the outbox
+            host = urlsplit(e.get(spec.api_url_var) or "https://api.example").hostname or ""
             if host not in ("127.0.0.1", "localhost", "::1"):
                 raise ConfigError(
                     f"roster {env.roster} is synthetic (comms roster generate): its numbers and "
-                    f"addresses may be real people's; set {url_var} to a local server, or unset "
-                    f"{configured[0]} for the dry-run outbox"
+                    f"addresses may be real people's; set {spec.api_url_var} to a local server, or unset "
+                    f"{spec.credentials[0]} for the dry-run outbox"
                 )
 
 
@@ -139,7 +94,7 @@ class App:
         roster = Roster.load(env.roster)
         channels = build_channels(env, environ)
         if roster.synthetic:
-            _refuse_real_providers(env, environ)
+            _refuse_real_providers(env, channels, environ)
         pipeline = Pipeline(
             settings,
             roster,
@@ -151,16 +106,20 @@ class App:
         return cls(env, settings, open_bus(env.bus_url), pipeline)
 
     def workers(self, names: list[str] | None = None) -> list[Worker]:
+        by_consumer = {c.consumer: c for c in channel_classes()}
+        unknown = [n for n in names or () if n not in by_consumer and n != ATTENDANCE]
+        if unknown:
+            raise ConfigError(f"unknown consumer {unknown[0]!r}; known: {', '.join(consumer_names())}")
         workers = []
-        for n in names or list(CONSUMERS):
+        for n in names or consumer_names():
             consumer = self.bus.consumer(group_name(n), [self.env.topic])
-            channel = CONSUMERS[n]
-            if channel is None:  # attendance: counts absences, publishes threshold events
-                handle = self.attendance.handle
-                release = None
+            spec = by_consumer.get(n)
+            if spec is None:  # attendance: counts absences, publishes threshold events
+                handle, release = self.attendance.handle, None
             else:
-                handle = functools.partial(self.pipeline.handle, channel=channel)
-                release = functools.partial(self.pipeline.release_due, channel) if channel != "press_release" else None
+                handle = functools.partial(self.pipeline.handle, channel=spec.name)
+                # deferred messages exist only where quiet hours defer them
+                release = functools.partial(self.pipeline.release_due, spec.name) if spec.quiet_hours else None
             workers.append(Worker(n, self.bus, consumer, handle, self.env.topic, release))
         return workers
 

@@ -61,21 +61,21 @@ class AttendanceCounter:
         )
 
     def absences(self, student_id: str, school_year: str) -> int:
-        return self.conn.execute(
+        n: int = self.conn.execute(
             "SELECT count(*) FROM attendance WHERE student_id=? AND school_year=? AND category IN (?, ?)",
             (student_id, school_year, *ABSENT),
         ).fetchone()[0]
+        return n
 
     def handle(self, event: Event) -> Counter[str]:
-        if not isinstance(event.data, AttendanceRecorded):
+        if not isinstance(event.data, AttendanceRecorded):  # the one type this consumer counts
             return Counter()
         self.check(event)
         with self.file.errors():
             self.file.check()
-            return self._count(event)
+            return self._count(event, event.data)
 
-    def _count(self, event: Event) -> Counter[str]:
-        d: AttendanceRecorded = event.data
+    def _count(self, event: Event, d: AttendanceRecorded) -> Counter[str]:
         out: Counter[str] = Counter()
         with self.conn:
             self.conn.execute("INSERT OR IGNORE INTO events VALUES (?, ?)", (event.uid, event.digest))

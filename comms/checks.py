@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from comms.app import Env
-from comms.channels.segments import sms_size
+from comms.channels import channel_class
 from comms.config import Settings, load_settings
-from comms.demo import sample_events
+from comms.dev.demo import sample_events
 from comms.errors import RenderError
 from comms.events import Event, parse_event
+from comms.ledger import Ledger
 from comms.pipeline import Pipeline
-from comms.render import Renderer, template_paths
-from comms.roster import Guardian, Recipient, Roster
-
-
-class _NoLedger:
-    """Preview never writes the ledger."""
+from comms.render import Rendered, Renderer, template_paths
+from comms.roster import Recipient, Roster
 
 
 def _pipeline(env: Env, settings: Settings) -> Pipeline:
-    return Pipeline(settings, Roster.load(env.roster), Renderer(env.templates), _NoLedger(), {})  # type: ignore[arg-type]
+    # Preview never writes the ledger (nor reads it): it renders only
+    return Pipeline(settings, Roster.load(env.roster), Renderer(env.templates), _NO_LEDGER, {})
+
+
+_NO_LEDGER: Ledger = None  # type: ignore[assignment]
 
 
 def _sample_recipient(p: Pipeline, cid: str, event: Event, lang: str) -> Recipient | None:
@@ -30,15 +32,17 @@ def _sample_recipient(p: Pipeline, cid: str, event: Event, lang: str) -> Recipie
     if match or not audience:
         return match
     first = audience[0]  # nobody in the fixture speaks `lang`: borrow a family, in that language
-    g = first.guardian
-    return Recipient(first.key, Guardian(g.id, g.first_name, lang, g.phone, g.email, True, True), first.students)
+    return Recipient(first.key, dataclasses.replace(first.guardian, language=lang), first.students)
 
 
-def render_one(p: Pipeline, cid: str, event: Event, channel: str, lang: str):  # noqa: ANN201
+def render_one(p: Pipeline, cid: str, event: Event, channel: str, lang: str) -> Rendered:
     campaign = p.settings.campaigns[cid]
-    chcfg = getattr(campaign.channels, channel)
-    recipient = None if channel == "press_release" else _sample_recipient(p, cid, event, lang)
-    return p.renderer.render(channel, chcfg.template, lang, p.context(cid, campaign, event, lang, recipient))
+    options = campaign.channels.get(channel)
+    if options is None:
+        raise RenderError(f"campaign {cid!r} does not send on channel {channel!r}")
+    spec = channel_class(channel)
+    recipient = None if spec.audience == "press" else _sample_recipient(p, cid, event, lang)
+    return p.renderer.render(channel, options.template, lang, p.context(cid, campaign, event, lang, recipient))
 
 
 def _samples(settings: Settings) -> dict[str, list[Event]]:
@@ -61,16 +65,16 @@ def _samples(settings: Settings) -> dict[str, list[Event]]:
 
 
 def check_templates(settings: Settings, env: Env) -> list[str]:
-    """Every template named for every language exists, and renders the demo events of its type.
-
-    An SMS over district.sms_max_segments is an error: the pipeline would never send it."""
+    """Every template named for every language exists, and renders the sample events of its type;
+    every event type a campaign reacts to has a sample event (comms/dev/demo.py), or nothing of
+    that campaign would be checked. A message its channel would refuse (an SMS over
+    district.sms_max_segments) is an error: the pipeline would never send it."""
     renderer = Renderer(env.templates)
     problems = []
     for cid, c in settings.campaigns.items():
-        for channel, chcfg in c.channels.items():
-            langs = settings.district.press_languages if channel == "press_release" else settings.district.languages
-            for lang in langs:
-                for name in template_paths(channel, chcfg.template, lang).values():
+        for channel, options in c.channels.items():
+            for lang in channel_class(channel).languages(settings.district, options):
+                for name in template_paths(channel, options.template, lang).values():
                     if not renderer.exists(name):
                         problems.append(
                             f"campaigns.{cid}.channels.{channel}.template: "
@@ -81,21 +85,24 @@ def check_templates(settings: Settings, env: Env) -> list[str]:
     p = _pipeline(env, settings)
     samples = _samples(settings)
     for cid, c in settings.campaigns.items():
+        if not samples.get(c.event_type):
+            problems.append(
+                f"campaigns.{cid}.event_type: no sample event of type {c.event_type!r} in comms/dev/demo.py "
+                "(sample_events): its templates cannot be checked"
+            )
         for event in samples.get(c.event_type, []):
-            for channel, _ in c.channels.items():
-                langs = settings.district.press_languages if channel == "press_release" else settings.district.languages
-                for lang in langs:
+            for channel, options in c.channels.items():
+                spec = channel_class(channel)
+                for lang in spec.languages(settings.district, options):
                     try:
                         r = render_one(p, cid, event, channel, lang)
                     except RenderError as exc:
                         problems.append(f"campaigns.{cid}.channels.{channel} ({lang}): {exc}")
                         continue
-                    size = sms_size(r.parts["txt"].strip()) if channel == "sms" else None
-                    if size and size.segments > settings.district.sms_max_segments:
+                    if why := spec.refuse(r, settings.district):
                         problems.append(
-                            f"campaigns.{cid}.channels.sms ({lang}): {size} with the demo event {event.id}, more "
-                            f"than district.sms_max_segments ({settings.district.sms_max_segments}): it would "
-                            "never be sent"
+                            f"campaigns.{cid}.channels.{channel} ({lang}): {why} with the demo event {event.id}: "
+                            "it would never be sent"
                         )
     return problems
 
@@ -106,14 +113,14 @@ def preview_event(env: Env, event: Event, channel: str, lang: str) -> list[tuple
     p.check(event)
     out = []
     for cid, c in settings.campaigns_for(event.type):
-        if getattr(c.channels, channel, None) is None:
+        if c.channels.get(channel) is None:
             continue
         r = render_one(p, cid, event, channel, lang)
         if r.subject:
             out.append((f"{cid} {channel} {lang} subject", r.subject))
         for part, text in r.parts.items():
-            extra = f" ({len(text.strip())} characters, {sms_size(text.strip())})" if channel == "sms" else ""
-            out.append((f"{cid} {channel} {lang} {part}{extra}", text))
+            size = channel_class(channel).size(text)
+            out.append((f"{cid} {channel} {lang} {part}{f' ({size})' if size else ''}", text))
     if not out:
         raise RenderError(f"no campaign sends {event.type!r} on channel {channel!r}")
     return out

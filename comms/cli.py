@@ -125,7 +125,9 @@ def publish(
 @app.command()
 def run(
     until_idle: Annotated[bool, typer.Option("--until-idle", help="stop when no consumer has work")] = False,
-    only: Annotated[list[str] | None, typer.Option("--only", help="press, sms or email (repeatable)")] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="a consumer: press, sms, email, attendance... (repeatable)")
+    ] = None,
     verbose: Annotated[bool, typer.Option("-v")] = False,
 ) -> None:
     """Run the consumers (press drafts, SMS, e-mail) until stopped, or until idle."""
@@ -203,7 +205,7 @@ def status() -> None:
     from comms.app import Env
     from comms.bus import open_bus
     from comms.ledger import Ledger
-    from comms.worker import CONSUMERS, group_name
+    from comms.worker import consumer_names, group_name
 
     env = Env.from_environ()
     try:
@@ -214,7 +216,7 @@ def status() -> None:
     with bus:
         topics = bus.topics() or [env.topic]
         for topic in topics:
-            groups = [group_name(c) for c in CONSUMERS] if not topic.endswith(".dlq") else ["-"]
+            groups = [group_name(c) for c in consumer_names()] if not topic.endswith(".dlq") else ["-"]
             for g in groups:
                 total, done = bus.lag(g, topic) if g != "-" else (bus.lag("-", topic)[0], 0)
                 t.add_row(topic, g, str(total), str(done) if g != "-" else "-", str(total - done) if g != "-" else "-")
@@ -239,14 +241,14 @@ def demo(
     import dataclasses
 
     from comms.app import App, Env
-    from comms.demo import DEMO_NOW, attendance_stream, demo_events
+    from comms.dev.demo import DEMO_NOW, attendance_stream, demo_events
     from comms.worker import run as run_workers
 
     _logging(verbose)
     env = Env.from_environ()
     events_raw = demo_events()
     if students:
-        from comms.generate import generate_bundle
+        from comms.dev.generate import generate_bundle
         from comms.oneroster import import_bundle
         from comms.roster import Roster
 
@@ -278,7 +280,10 @@ def demo(
         "in",
         title=f"comms demo: {len(events)} events from the 2020 seed press releases",
     )
-    where = {"press_release": "press/", "sms": "outbox/sms/", "email": "outbox/email/"}
+    where = {
+        name: "press/" if ch.spec.audience == "press" else f"outbox/{name}/" if ch.spec is not type(ch) else "provider"
+        for name, ch in a.pipeline.channels.items()
+    }
     summary: dict[tuple[str, str], dict[str, Counter[str]]] = {}
     for campaign, channel, lang, state, n in a.pipeline.ledger.counts():
         summary.setdefault((campaign, channel), {}).setdefault(state, Counter())[lang] += n
@@ -351,7 +356,7 @@ def roster_generate(
     seed: Annotated[int, typer.Option(help="same seed, same bundle")] = 2020,
 ) -> None:
     """Write a synthetic OneRoster 1.1 bundle (marked synthetic: local providers only)."""
-    from comms.generate import generate_bundle
+    from comms.dev.generate import generate_bundle
 
     counts = generate_bundle(out_dir, students, seed)
     out.print(f"wrote {out_dir}: " + ", ".join(f"{v:,} {k}" for k, v in counts.items()))
@@ -361,6 +366,7 @@ def roster_generate(
 def roster_stats() -> None:
     """Students, guardians, languages and consent in the roster."""
     from comms.app import Env
+    from comms.channels import channel_classes
     from comms.roster import Roster
 
     try:
@@ -375,8 +381,14 @@ def roster_stats() -> None:
         ("students", len(r.students)),
         ("guardians", len(g)),
         *[(f"guardians reading {lang}", sum(1 for x in g if x.language == lang)) for lang in ("en", "es", "ht")],
-        ("with SMS consent and a number", sum(1 for x in g if x.sms_consent and x.phone and not x.no_contact)),
-        ("with e-mail consent and an address", sum(1 for x in g if x.email_consent and x.email and not x.no_contact)),
+        *[
+            (
+                f"with {c.name} consent and an address",
+                sum(1 for x in g if c.consent in x.consents and x.address(c.address) and not x.no_contact),
+            )
+            for c in channel_classes()
+            if c.consent
+        ],
         ("no contact", sum(1 for x in g if x.no_contact)),
         ("guardians of more than one student", sum(1 for n in kids.values() if n > 1)),
     ]:
@@ -390,7 +402,7 @@ app.add_typer(suppress_app, name="suppress")
 
 @suppress_app.command("import")
 def suppress_import(
-    file: Annotated[Path, typer.Argument(help="CSV with columns channel (sms|email), address, reason")],
+    file: Annotated[Path, typer.Argument(help="CSV with columns channel (sms, email...), address, reason")],
 ) -> None:
     """Add opt-outs to the suppression list; later messages to them are suppressed, never sent.
 
@@ -400,6 +412,7 @@ def suppress_import(
 
     from comms import addresses
     from comms.app import Env
+    from comms.channels import channel_classes
     from comms.ledger import Ledger
 
     try:
@@ -414,16 +427,17 @@ def suppress_import(
     rows: list[tuple[str, str, str, str]] = []
     bad: list[str] = []
     odd: list[str] = []
+    kinds = {c.name: c.address for c in channel_classes() if c.address}  # channels that have addresses
+    names = " or ".join([", ".join(list(kinds)[:-1]), list(kinds)[-1]] if len(kinds) > 1 else list(kinds))
     try:
         for n, row in enumerate(csv.DictReader(text.splitlines()), start=2):
             channel, address = (row.get("channel") or "").strip(), (row.get("address") or "").strip()
-            if channel not in ("sms", "email") or not address:
-                bad.append(f"{file}:{n}: skipped: channel must be sms or email and address must be set")
+            kind = kinds.get(channel)
+            if kind is None or not address:
+                bad.append(f"{file}:{n}: skipped: channel must be {names} and address must be set")
                 continue
             try:
-                address = (
-                    addresses.phone(address, strict=False) if channel == "sms" else addresses.email(address).lower()
-                )
+                address = addresses.checked(kind, address)
             except addresses.AddressError as exc:
                 odd.append(f"{file}:{n}: {channel} address {exc}; kept as written")
             rows.append((channel, address, (row.get("reason") or "opted_out").strip(), f"csv:{file.name}"))

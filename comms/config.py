@@ -9,27 +9,28 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from comms.channels import REGISTRY, Options, channel_class, channel_classes
+from comms.channels.base import Name
 from comms.errors import ConfigError
 from comms.events import EVENT_TYPES
-from comms.events.models import GradeCode
+from comms.events.models import GradeCode, Lang
 
-Lang = Literal["en", "es", "ht"]
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
-
-CHANNELS = ("press_release", "sms", "email")
-# The parts a channel renders; each is one template file templates/<channel>/<name>.<lang>.<part>.j2
-CHANNEL_PARTS: dict[str, tuple[str, ...]] = {
-    "press_release": ("md", "html"),
-    "sms": ("txt",),
-    "email": ("txt", "html"),
-}
 
 
 class _Model(BaseModel):
@@ -92,31 +93,34 @@ class District(_Model):
         return ZoneInfo(self.timezone)
 
 
-class ChannelConfig(_Model):
-    template: Name
-    approval: bool = False
-    unsubscribe_group: int | None = Field(default=None, ge=1)  # SendGrid ASM group, e-mail only
+def _channels_model() -> type[BaseModel]:
+    """campaigns.yaml `channels:`: one optional key per registered channel, each validated by that
+    channel's own options model (comms/channels/base.py)."""
+    fields: dict[str, Any] = {c.name: (c.options | None, None) for c in channel_classes()}
+    return create_model("Channels", __base__=_ChannelsBase, **fields)
 
 
-class Channels(_Model):
-    press_release: ChannelConfig | None = None
-    sms: ChannelConfig | None = None
-    email: ChannelConfig | None = None
-
+class _ChannelsBase(_Model):
     @model_validator(mode="after")
-    def _approval(self) -> Channels:
-        for name in ("sms", "email"):
-            ch = getattr(self, name)
-            if ch is not None and ch.approval:
+    def _approval(self) -> _ChannelsBase:
+        for name, options in self.items():
+            if options.approval and not channel_class(name).approval:
                 raise ValueError(f"{name}.approval: approval before family messages is not supported yet")
-        for name in ("press_release", "sms"):
-            ch = getattr(self, name)
-            if ch is not None and ch.unsubscribe_group is not None:
-                raise ValueError(f"{name}.unsubscribe_group: only e-mail has unsubscribe groups")
         return self
 
-    def items(self) -> list[tuple[str, ChannelConfig]]:
-        return [(n, c) for n in CHANNELS if (c := getattr(self, n)) is not None]
+    def items(self) -> list[tuple[str, Options]]:
+        """(channel name, its options) for each channel the campaign uses, in registry order."""
+        return [(n, o) for n in REGISTRY if (o := getattr(self, n, None)) is not None]
+
+    def get(self, name: str) -> Options | None:
+        options: Options | None = getattr(self, name, None)
+        return options
+
+
+if TYPE_CHECKING:
+    Channels = _ChannelsBase
+else:
+    Channels = _channels_model()
 
 
 class Audience(_Model):
@@ -150,7 +154,7 @@ class Campaign(_Model):
     priority: Literal["normal", "emergency"] = "normal"
     hashtag: Annotated[str, StringConstraints(pattern=r"^#\w{1,60}$")] | None = None
     audience: Audience
-    channels: Channels
+    channels: Channels  # built from the channel registry
     quote: Quote | None = None
     tiers: list[Tier] | None = None
     realert: bool = False  # alert a tier again after a correction took the count below it
@@ -164,7 +168,7 @@ class Campaign(_Model):
 
     @model_validator(mode="after")
     def _tiers(self) -> Campaign:
-        if self.event_type == "attendance.absence-threshold" and not self.tiers:
+        if EVENT_TYPES[self.event_type].needs_tiers and not self.tiers:
             raise ValueError("tiers: an attendance campaign needs its tiers")
         if self.tiers:
             mins = [t.min_absences for t in self.tiers]
@@ -185,7 +189,7 @@ class Settings(_Model):
         family, press = set(self.district.languages), set(self.district.press_languages)
         for cid, c in self.campaigns.items():
             # (where, the languages it must cover, the per-language mapping)
-            texts: list[tuple[str, set[str], dict[Any, Any]]] = []
+            texts: list[tuple[str, set[Lang], dict[Lang, Any]]] = []
             if c.quote:
                 texts.append((f"campaigns.{cid}.quote.text", press, c.quote.text))
             for i, t in enumerate(c.tiers or ()):
@@ -239,7 +243,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if key in seen:
                 raise ConfigError(f"line {line}: key {key!r} repeats the one on line {seen[key]}")
@@ -272,9 +276,9 @@ def parse_settings(text: str, name: str = "campaigns.yaml") -> Settings:
         line = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{name}{line}: invalid YAML: {exc.problem}") from None
     except yaml.reader.ReaderError as exc:  # a NUL or another character YAML does not allow
-        line = text[: exc.position].count("\n") + 1
+        at = text[: exc.position].count("\n") + 1
         char = chr(exc.character) if isinstance(exc.character, int) else exc.character
-        raise ConfigError(f"{name}:{line}: invalid YAML: character {char!r} is not allowed") from None
+        raise ConfigError(f"{name}:{at}: invalid YAML: character {char!r} is not allowed") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{name}: invalid YAML: {exc}") from None
     except RecursionError:
@@ -297,6 +301,5 @@ def parse_settings(text: str, name: str = "campaigns.yaml") -> Settings:
             if m := _PATH_IN_MSG.match(msg):
                 loc = loc + _parse_path(m["path"])
                 msg = m["rest"]
-            line = _node_line(root, loc)
-            lines.append(f"{name}:{line}: {_loc_str(loc) or '(top)'}: {msg}")
+            lines.append(f"{name}:{_node_line(root, loc)}: {_loc_str(loc) or '(top)'}: {msg}")
         raise ConfigError("\n".join(lines)) from None

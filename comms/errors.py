@@ -8,12 +8,14 @@
     │   └── BusUnavailableError   the broker or database cannot be reached: retry later
     ├── StoreError                a file the pipeline keeps (bus, ledger, roster, attendance) is damaged,
     │                             deleted, full or read-only: the consumer stops with one line naming it
+    ├── IllegalTransition         a ledger write would move a message where ledger.TRANSITIONS does not
+    │                             allow (a defect): nothing is written, the event is dead-lettered
     └── DeliveryError
         ├── TransientDeliveryError  try again later (429, 5xx, timeout): the offset is not committed
         └── PermanentDeliveryError  never retry (opted out, invalid number): recorded in the ledger
 
-Backends and channels declare which of their library's exceptions are transient
-(`connection_errors`, as kombu does); everything else they raise is mapped to one of these.
+Channels declare which of their library's exceptions are transient (`transient_errors`, as kombu's
+transports declare theirs) and map them, and everything else they raise, to one of these.
 """
 
 from __future__ import annotations
@@ -70,3 +72,7 @@ class TransientDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """Never retry: opted out, invalid address, rejected content."""
+
+
+class IllegalTransition(CommsError):
+    """A ledger write would move a message where ledger.TRANSITIONS does not allow: nothing is written."""

@@ -1,16 +1,20 @@
 """The delivery ledger: one row per (event, campaign, channel, recipient), so a redelivered event
 never becomes a second message, plus the suppression list (opt-outs, bounces).
 
-A consumer records each message here before it commits the event's offset. States:
+A consumer records each message here before it commits the event's offset. States (`State`; the
+moves allowed are `TRANSITIONS`, and the ledger refuses any other with IllegalTransition):
 
-    pending ──> sending ──> sent
-       │           ├──────> failed      permanent: opted out at the provider, invalid address
-       │           └──────> pending     transient: retried (429, 5xx, timeout)
-       ├──> deferred ──> sending        quiet hours: released at `not_before`
-       └──> suppressed                  no consent, no contact, opted out, no address, daily cap
+    new ──> pending ──> sending ──> sent
+       │       │           ├──────> failed      permanent: opted out at the provider, invalid address
+       │       │           ├──────> pending     transient: retried (429, 5xx, timeout)
+       │       │           └──────> deferred    transient while releasing, or quiet hours after a crash
+       │       ├──> deferred ──> sending        quiet hours: released at `not_before`
+       │       ├──> suppressed                  no consent, no contact, opted out, no address, daily cap
+       │       └──> failed                      refused before sending (an SMS too long)
+       └──> (any state pending may move to)
 
-`open()` only reads: a message not in the ledger yet comes back as `new` (pending in all but name),
-and the first state written for it inserts its row, one row write instead of two.
+`new` is never stored: `open()` only reads, a message not in the ledger yet comes back as `new`, and
+the first state written for it inserts its row, one row write instead of two.
 
 A row left in `sending` by a crash is reconciled with the provider before any resend. A row's payload
 (the message, for a crash or a deferred send) refers to its rendered text in `contents`, where a text
@@ -19,23 +23,75 @@ shared by 300,000 families is stored once.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from comms.addresses import match_key
+from comms.channels.base import Message
 from comms.clock import Clock, system_clock
-from comms.errors import ConfigError
+from comms.errors import ConfigError, IllegalTransition
 from comms.store import SqliteFile
 
-STATES = ("pending", "sending", "sent", "failed", "suppressed", "deferred")
-FINAL = frozenset({"sent", "failed", "suppressed"})
+
+class State(StrEnum):
+    NEW = "new"  # not in the ledger yet: never stored
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    DEFERRED = "deferred"
+
+
+_S = State
+#: state -> the states a message in it may move to; written once, enforced by every write
+TRANSITIONS: dict[State, frozenset[State]] = {
+    _S.NEW: frozenset({_S.PENDING, _S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED}),
+    _S.PENDING: frozenset({_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED}),
+    # SENDING -> SENDING: a crash's message that the provider does not have is sent again
+    _S.SENDING: frozenset({_S.SENT, _S.FAILED, _S.PENDING, _S.DEFERRED, _S.SUPPRESSED, _S.SENDING}),
+    _S.DEFERRED: frozenset({_S.SENDING, _S.SUPPRESSED}),
+    _S.SENT: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.SUPPRESSED: frozenset(),
+}
+FINAL = frozenset(s for s, after in TRANSITIONS.items() if not after)
+#: state -> the stored states a message may be in to move to it
+_FROM: dict[State, tuple[str, ...]] = {
+    to: tuple(sorted(s.value for s, after in TRANSITIONS.items() if to in after and s is not _S.NEW)) for to in State
+}
+
+
+class Mark(NamedTuple):
+    """A state change of one message."""
+
+    key: str
+    state: State
+    provider_id: str | None = None
+    detail: str | None = None
+
+
+class CountRow(NamedTuple):
+    campaign: str
+    channel: str
+    lang: str
+    state: str
+    messages: int
+
+
+class DetailRow(NamedTuple):
+    channel: str
+    state: str
+    detail: str
+    messages: int
+
+
 SCHEMA_VERSION = 4
 # 2 -> 3: `contents` (version 2 payloads, content inline, still read) and indexes that a state
 # change does not move (bench/README.md: ledger writes 26,000 -> 39,000+ rows/s)
@@ -104,10 +160,17 @@ def sent_today_sql(guardians: int) -> str:
     )
 
 
+def address_key(channel: str, address: str) -> str:
+    """The form the channel keeps an address in on the suppression list (its class says)."""
+    from comms.channels import REGISTRY, channel_class
+
+    return channel_class(channel).normalise(address) if channel in REGISTRY else address.strip()
+
+
 def _normalise_suppressions(conn: sqlite3.Connection) -> None:
     """Version 3 stored addresses as imported: rewrite them in the form lookups use."""
     rows = conn.execute("SELECT channel, address, reason, source, created FROM suppressions").fetchall()
-    changed = [(c, a, r, s, t, match_key(c, a)) for c, a, r, s, t in rows if match_key(c, a) != a]
+    changed = [(c, a, r, s, t, address_key(c, a)) for c, a, r, s, t in rows if address_key(c, a) != a]
     conn.executemany("DELETE FROM suppressions WHERE channel=? AND address=?", [(c, a) for c, a, *_ in changed])
     conn.executemany(
         "INSERT OR IGNORE INTO suppressions(channel, address, reason, source, created) VALUES (?, ?, ?, ?, ?)",
@@ -135,7 +198,7 @@ class Entry:
 @dataclass(frozen=True, slots=True)
 class Row:
     key: str
-    state: str
+    state: State
     destination: str | None
     payload: dict[str, Any] | None
     updated: float
@@ -184,55 +247,79 @@ class Ledger:
     def _now(self) -> float:
         return self.clock().timestamp()
 
-    def _write(self, *statements: tuple[str, Sequence[tuple[Any, ...]]]) -> None:
-        """executemany of each (sql, rows), all in one transaction (with the events seen since the last)."""
+    def _write(
+        self, *statements: tuple[str, Sequence[tuple[Any, ...]]], guarded: int = 0, to: State | None = None
+    ) -> None:
+        """executemany of each (sql, rows), all in one transaction (with the events seen since the last).
+
+        The first `guarded` statements are state changes that touch a row only where the move is
+        allowed: each row must change, or IllegalTransition rolls the whole transaction back."""
         if not any(rows for _, rows in statements):
             return
         if self._new_events:
             now = self._now()
             statements = (
+                *statements,
                 (
                     "INSERT OR IGNORE INTO events(uid, digest, created) VALUES (?, ?, ?)",
                     [(u, d, now) for u, d in self._new_events.items()],
                 ),
-                *statements,
             )
         with self._lock, self.file.errors("cannot write"):
             self.file.check()
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                for sql, rows in statements:
+                for i, (sql, rows) in enumerate(statements):
                     if rows:
-                        self.conn.executemany(sql, rows)
+                        changed = self.conn.executemany(sql, rows).rowcount
+                        if i < guarded and changed != len(rows):
+                            raise IllegalTransition(self._refused(sql, rows, to))
                 self.conn.execute("COMMIT")
             except BaseException:
                 self._rollback()
                 raise
             self._new_events.clear()
 
+    def _refused(self, sql: str, rows: Sequence[tuple[Any, ...]], to: State | None) -> str:
+        """Which rows a guarded state change did not move, and from where (the caller holds `_lock`)."""
+        keys = [r[0] if sql.startswith("INSERT") else r[-1] for r in rows][:500]
+        q = f"SELECT key, state FROM deliveries WHERE key IN ({','.join('?' * len(keys))})"
+        found = dict(self.conn.execute(q, keys).fetchall())
+        stuck = [f"{k[:12]}… is {found[k]}" for k in keys if found.get(k) not in _FROM.get(to or State.NEW, ())]
+        return f"ledger: refused to move {', '.join(stuck[:3])} to {to}: TRANSITIONS does not allow it"
+
     def _write_states(
-        self, items: list[tuple[Any, ...]], columns: dict[str, str], contents: Sequence[tuple[str, str]] = ()
+        self,
+        state: State,
+        items: list[tuple[Any, ...]],
+        columns: dict[str, str],
+        contents: Sequence[tuple[str, str]] = (),
     ) -> None:
-        """Write each (key, *values), one value per column, with the contents they refer to.
+        """Move each (key, *values) to `state`, one value per column, with the contents they refer to.
 
         `columns` maps a column to how its value is applied ("{}": set it; "attempts+{}": add it).
         Rows opened but not yet in the ledger are inserted with their entry's fields: one row write,
-        not an insert and an update. The others are updated."""
+        not an insert and an update. The others are updated, only from a state TRANSITIONS allows."""
+        if state not in TRANSITIONS[State.NEW] and any(key in self._opened for key, *_ in items):
+            raise IllegalTransition(f"ledger: a message not in the ledger cannot start as {state}")
+        allowed = ", ".join(f"'{s}'" for s in _FROM[state])
+        columns = {"state": "{}", **columns}
         names = ", ".join(columns)
         insert = (
             "INSERT INTO deliveries(key, event_uid, event_type, campaign, channel, recipient, guardian, lang,"
             f" destination, created, {names}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {', '.join('?' * len(columns))})"
             " ON CONFLICT(key) DO UPDATE SET "
             + ", ".join(f"{c}={how.format('excluded.' + c)}" for c, how in columns.items())
+            + f" WHERE deliveries.state IN ({allowed})"
         )
         sets = ", ".join(c + "=" + how.format("?") for c, how in columns.items())
-        update = f"UPDATE deliveries SET {sets} WHERE key=?"
+        update = f"UPDATE deliveries SET {sets} WHERE key=? AND state IN ({allowed})"
         now = self._now()
         new, old = [], []
         for key, *values in items:
             e = self._opened.get(key)
             if e is None:
-                old.append((*values, key))
+                old.append((state.value, *values, key))
             else:
                 entry = (
                     e.event_uid,
@@ -244,9 +331,13 @@ class Ledger:
                     e.lang,
                     e.destination,
                 )
-                new.append((key, *entry, now, *values))
+                new.append((key, *entry, now, state.value, *values))
         self._write(
-            ("INSERT OR IGNORE INTO contents(hash, content) VALUES (?, ?)", contents), (insert, new), (update, old)
+            (insert, new),
+            (update, old),
+            ("INSERT OR IGNORE INTO contents(hash, content) VALUES (?, ?)", contents),
+            guarded=2,
+            to=state,
         )
         for row in new:  # in the ledger now: from here on plain updates
             self._opened.pop(row[0], None)
@@ -271,7 +362,7 @@ class Ledger:
         """The caller holds `_lock`."""
         if not payload:
             return None
-        p = json.loads(payload)
+        p: dict[str, Any] = json.loads(payload)
         ref = p.pop("content", None)
         if ref is not None:
             if ref not in cache:
@@ -284,9 +375,10 @@ class Ledger:
     def open(self, entries: Iterable[Entry]) -> dict[str, Row]:
         """Every key's row as it stands; a key not in the ledger yet comes back in state `new`, and
         the first write of its state inserts it (so a message costs one row write fewer)."""
-        self._opened = {e.key: e for e in entries}
-        found = self.rows(list(self._opened))
-        return {k: found.get(k) or Row(k, "new", e.destination, None, 0.0, e.guardian) for k, e in self._opened.items()}
+        opened = {e.key: e for e in entries}
+        found = self.rows(list(opened))
+        self._opened = {k: e for k, e in opened.items() if k not in found}  # `new`: inserted by their first write
+        return {k: found.get(k) or Row(k, State.NEW, e.destination, None, 0.0, e.guardian) for k, e in opened.items()}
 
     def rows(self, keys: Sequence[str]) -> dict[str, Row]:
         out: dict[str, Row] = {}
@@ -299,16 +391,19 @@ class Ledger:
                     f"WHERE key IN ({','.join('?' * len(chunk))})"
                 )
                 for k, state, dest, payload, updated, guardian in self.conn.execute(q, chunk).fetchall():
-                    out[k] = Row(k, state, dest, self._unpack(payload, contents), updated, guardian)
+                    out[k] = Row(k, State(state), dest, self._unpack(payload, contents), updated, guardian)
         return out
 
-    def mark(self, updates: Iterable[tuple[str, str, str | None, str | None]]) -> None:
-        """(key, state, provider_id, detail) for each message, in one transaction."""
+    def mark(self, marks: Iterable[Mark]) -> None:
+        """Each message's new state, provider id and detail, in one transaction per state."""
         now = self._now()
-        self._write_states(
-            [(key, state, pid, detail, now) for key, state, pid, detail in updates],
-            {"state": "{}", "provider_id": "coalesce({}, provider_id)", "detail": "{}", "updated": "{}"},
-        )
+        by_state: dict[State, list[tuple[Any, ...]]] = {}
+        for m in marks:
+            by_state.setdefault(m.state, []).append((m.key, m.provider_id, m.detail, now))
+        for state, items in by_state.items():
+            self._write_states(
+                state, items, {"provider_id": "coalesce({}, provider_id)", "detail": "{}", "updated": "{}"}
+            )
 
     def mark_sending(self, items: Iterable[tuple[str, dict[str, Any], str]]) -> None:
         """(key, payload, day) before the provider is called: what a crash leaves here is reconciled."""
@@ -316,8 +411,9 @@ class Ledger:
         items = list(items)
         payloads, contents = self._pack([p for _, p, _ in items])
         self._write_states(
-            [(key, "sending", payload, day, 1, now) for (key, _, day), payload in zip(items, payloads, strict=True)],
-            {"state": "{}", "payload": "{}", "sent_day": "{}", "attempts": "attempts+{}", "updated": "{}"},
+            State.SENDING,
+            [(key, payload, day, 1, now) for (key, _, day), payload in zip(items, payloads, strict=True)],
+            {"payload": "{}", "sent_day": "{}", "attempts": "attempts+{}", "updated": "{}"},
             contents,
         )
 
@@ -327,11 +423,9 @@ class Ledger:
         items = list(items)
         payloads, contents = self._pack([p for _, p, _, _ in items])
         self._write_states(
-            [
-                (key, "deferred", payload, nb, detail, now)
-                for (key, _, nb, detail), payload in zip(items, payloads, strict=True)
-            ],
-            {"state": "{}", "payload": "{}", "not_before": "{}", "detail": "{}", "updated": "{}"},
+            State.DEFERRED,
+            [(key, payload, nb, detail, now) for (key, _, nb, detail), payload in zip(items, payloads, strict=True)],
+            {"payload": "{}", "not_before": "{}", "detail": "{}", "updated": "{}"},
             contents,
         )
 
@@ -343,7 +437,7 @@ class Ledger:
                 (channel, now, limit),
             ).fetchall()
             contents: dict[str, dict[str, Any]] = {}
-            return [Row(k, s, d, self._unpack(p, contents), u, g) for k, s, d, p, u, g in rows]
+            return [Row(k, State(s), d, self._unpack(p, contents), u, g) for k, s, d, p, u, g in rows]
 
     def sent_today(self, channel: str, guardians: Sequence[str], day: str) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -373,7 +467,7 @@ class Ledger:
         self._write(
             (
                 "INSERT OR IGNORE INTO suppressions(channel, address, reason, source, created) VALUES (?, ?, ?, ?, ?)",
-                [(c, match_key(c, a), r, s, self._now()) for c, a, r, s in items],
+                [(c, address_key(c, a), r, s, self._now()) for c, a, r, s in items],
             )
         )
         return self.conn.total_changes - before
@@ -381,7 +475,7 @@ class Ledger:
     def suppressed(self, channel: str, addresses: Sequence[str]) -> dict[str, str]:
         """address -> reason, for the addresses on the list."""
         out: dict[str, str] = {}
-        norm = {match_key(channel, a): a for a in addresses}
+        norm = {address_key(channel, a): a for a in addresses}
         keys = list(norm)
         with self._lock, self.file.errors("cannot read"):
             for i in range(0, len(keys), 500):
@@ -395,8 +489,8 @@ class Ledger:
         return out
 
     # -- reports ----------------------------------------------------------------------------------------
-    def counts(self, campaign: str | None = None) -> list[tuple[str, str, str, str, int]]:
-        """(campaign, channel, lang, state, count) rows."""
+    def counts(self, campaign: str | None = None) -> list[CountRow]:
+        """Messages per campaign, channel, language and state."""
         q = "SELECT campaign, channel, lang, state, count(*) FROM deliveries"
         args: tuple[str, ...] = ()
         if campaign:
@@ -404,13 +498,13 @@ class Ledger:
             args = (campaign,)
         q += " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
         with self._lock, self.file.errors("cannot read"):
-            return [tuple(r) for r in self.conn.execute(q, args)]
+            return [CountRow(*r) for r in self.conn.execute(q, args)]
 
-    def details(self, campaign: str) -> list[tuple[str, str, str, int]]:
-        """(channel, state, detail, count) for `comms report`: why messages were suppressed or failed."""
+    def details(self, campaign: str) -> list[DetailRow]:
+        """For `comms report`: why messages were suppressed, failed or deferred."""
         with self._lock, self.file.errors("cannot read"):
             return [
-                tuple(r)
+                DetailRow(*r)
                 for r in self.conn.execute(
                     "SELECT channel, state, coalesce(detail, ''), count(*) FROM deliveries WHERE campaign=? "
                     "AND state IN ('suppressed', 'failed', 'deferred') GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
@@ -422,15 +516,27 @@ class Ledger:
         self.conn.close()
 
 
-def message_payload(message: Any) -> dict[str, Any]:
+_MESSAGE_FIELDS = tuple(f.name for f in fields(Message))
+
+
+def message_payload(message: Message) -> dict[str, Any]:
     """A message's fields, sharing its body (not a deep copy like asdict: the ledger stores a body
     shared by many messages once)."""
-    return {name: getattr(message, name) for name in _field_names(type(message))}
+    return {name: getattr(message, name) for name in _MESSAGE_FIELDS}
 
 
-@functools.cache
-def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
-
-
-__all__ = ["FINAL", "STATES", "Entry", "Ledger", "Row", "delivery_key", "message_payload", "sent_today_sql"]
+__all__ = [
+    "FINAL",
+    "TRANSITIONS",
+    "CountRow",
+    "DetailRow",
+    "Entry",
+    "IllegalTransition",
+    "Ledger",
+    "Mark",
+    "Row",
+    "State",
+    "delivery_key",
+    "message_payload",
+    "sent_today_sql",
+]

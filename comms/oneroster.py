@@ -6,8 +6,10 @@ demographics.csv and classes.csv may be present and are not needed. Columns beyo
 OneRoster allows with the `metadata.` prefix:
 
     metadata.language      en | es | ht   the guardian's language (default: the district's)
-    metadata.smsConsent    true | false   consent to text messages (default false: no consent, no SMS)
-    metadata.emailConsent  true | false   (default true: school e-mail needs no opt-in)
+    metadata.<c>Consent    true | false   consent to a channel, one column per channel consent `c` its
+                                          class declares (`smsConsent`, `emailConsent`, `voiceConsent`),
+                                          default as the channel declares (SMS and voice: false, no
+                                          consent, no message; e-mail: true, school e-mail needs no opt-in)
     metadata.noContact     true | false   never contact (default false)
     metadata.synthetic     true | false   generated data (`comms roster generate`): local providers only
 
@@ -32,9 +34,21 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from comms import addresses
+from comms.channels import channel_classes
 from comms.store import SqliteFile
+
+# guardians before consents were one column per channel's consent (sms_consent, email_consent)
+_V1_GUARDIANS = """
+ALTER TABLE guardians RENAME TO guardians_v1;
+CREATE TABLE guardians (id TEXT PRIMARY KEY, first_name TEXT NOT NULL, language TEXT NOT NULL,
+    phone TEXT, email TEXT, consents TEXT NOT NULL, no_contact INTEGER NOT NULL, synthetic INTEGER NOT NULL DEFAULT 0);
+INSERT INTO guardians SELECT id, first_name, language, phone, email,
+    trim(iif(sms_consent, 'sms ', '') || iif(email_consent, 'email', '')), no_contact, synthetic FROM guardians_v1;
+DROP TABLE guardians_v1;
+"""
 
 LANGUAGES = ("en", "es", "ht")
 GUARDIAN_ROLES = ("parent", "guardian", "relative")
@@ -54,8 +68,7 @@ CREATE TABLE IF NOT EXISTS schools (id TEXT PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS students (id TEXT PRIMARY KEY, first_name TEXT NOT NULL, grade TEXT NOT NULL,
     school_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS guardians (id TEXT PRIMARY KEY, first_name TEXT NOT NULL, language TEXT NOT NULL,
-    phone TEXT, email TEXT, sms_consent INTEGER NOT NULL, email_consent INTEGER NOT NULL, no_contact INTEGER NOT NULL,
-    synthetic INTEGER NOT NULL DEFAULT 0);
+    phone TEXT, email TEXT, consents TEXT NOT NULL, no_contact INTEGER NOT NULL, synthetic INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS links (student_id TEXT NOT NULL, guardian_id TEXT NOT NULL,
     PRIMARY KEY (student_id, guardian_id));
 """
@@ -181,7 +194,9 @@ def check_structure(directory: Path) -> list[Problem]:
     ]
 
 
-def read_bundle(directory: Path, default_language: str = "en", region: str = "US") -> tuple[dict, ImportReport]:
+def read_bundle(
+    directory: Path, default_language: str = "en", region: str = "US"
+) -> tuple[dict[str, Any], ImportReport]:
     """Parse a bundle into tables of rows; row problems are collected; BundleError if it is broken."""
     report = ImportReport()
     bad = report.problems.append
@@ -214,8 +229,8 @@ def read_bundle(directory: Path, default_language: str = "en", region: str = "US
         elif row.get("role") == "student" and row.get("schoolSourcedId") in schools:
             enrolled_at.setdefault(row.get("userSourcedId", ""), row["schoolSourcedId"])
 
-    students: dict[str, tuple] = {}
-    guardians: dict[str, tuple] = {}
+    students: dict[str, tuple[Any, ...]] = {}
+    guardians: dict[str, tuple[Any, ...]] = {}
     links: set[tuple[str, str]] = set()
     seen: dict[str, int] = {}  # sourcedId -> its line, for duplicates
     left_out: dict[str, int] = {}  # students left out -> their line, for the guardians that name them
@@ -294,8 +309,11 @@ def read_bundle(directory: Path, default_language: str = "en", region: str = "US
                 lang,
                 phone,
                 email,
-                _bool(row.get("metadata.smsConsent"), False),
-                _bool(row.get("metadata.emailConsent"), True),
+                " ".join(
+                    c.consent
+                    for c in channel_classes()
+                    if c.consent and _bool(row.get(f"metadata.{c.consent}Consent"), c.consent_default)
+                ),
                 _bool(row.get("metadata.noContact"), False),
                 _bool(row.get("metadata.synthetic"), False),
             )
@@ -345,6 +363,10 @@ def import_bundle(
             conn.executescript(SCHEMA)
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if "sms_consent" in {r[1] for r in conn.execute("PRAGMA table_info(guardians)")}:
+                    for statement in _V1_GUARDIANS.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
                 for table, rows in tables.items():
                     width = len(keys[table].split(","))
                     old = {tuple(r[:width]): tuple(r) for r in conn.execute(f"SELECT * FROM {table}")}

@@ -1,19 +1,22 @@
 """Who the district's families are, and which of them an event concerns.
 
-A small fixture roster (comms/fixtures/roster.json) stands in until the OneRoster import lands.
+The roster is a database written by `comms roster import` (comms/oneroster.py), or a JSON file such
+as the small fixture (comms/fixtures/roster.json) that the demo and the tests read. Which families
+an event concerns comes from the event type's own `scope()` (comms/events/models.py).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from comms.channels import channel_classes
 from comms.config import Campaign
 from comms.errors import ConfigError, EventValidationError
-from comms.events import AbsenceThreshold, AttendanceRecorded, Event, MealsSchedule, PlatformSwitch
+from comms.events import Event
+from comms.store import connect_read_only
 
 FIXTURE = Path(__file__).parent / "fixtures" / "roster.json"
 
@@ -33,16 +36,22 @@ class Student:
     guardians: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Guardian:
     id: str
     first_name: str
     language: str
     phone: str | None
     email: str | None
-    sms_consent: bool = False
-    email_consent: bool = False
+    consents: frozenset[str] = frozenset()  # the channels' consents given (sms, email, voice...)
     no_contact: bool = False
+
+    def address(self, field: str | None) -> str | None:
+        """The roster field a channel sends to (`Channel.address`)."""
+        if field is None:
+            return None
+        value: str | None = getattr(self, field)
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,16 +86,16 @@ class Roster:
                 s["id"]: Student(s["id"], s["first_name"], s["grade"], s["school_id"], tuple(s["guardians"]))
                 for s in doc["students"]
             }
+            consents = [(c.consent, c.consent_default) for c in channel_classes() if c.consent]
             guardians = {
                 g["id"]: Guardian(
-                    g["id"],
-                    g["first_name"],
-                    g["language"],
-                    g.get("phone"),
-                    g.get("email"),
-                    g.get("sms_consent", False),
-                    g.get("email_consent", False),
-                    g.get("no_contact", False),
+                    id=g["id"],
+                    first_name=g["first_name"],
+                    language=g["language"],
+                    phone=g.get("phone"),
+                    email=g.get("email"),
+                    consents=frozenset(c for c, default in consents if g.get(f"{c}_consent", default)),
+                    no_contact=g.get("no_contact", False),
                 )
                 for g in doc["guardians"]
             }
@@ -98,8 +107,15 @@ class Roster:
     def _load_db(cls, path: Path) -> Roster:
         if not path.exists():
             raise ConfigError(f"roster {path} does not exist: run `comms roster import DIR` first")
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = connect_read_only(path)
         try:
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(guardians)")}
+            # a roster imported before consents were one column (comms/oneroster.py: _V1_GUARDIANS)
+            consents = (
+                "consents"
+                if "consents" in columns
+                else "trim(iif(sms_consent, 'sms ', '') || iif(email_consent, 'email', ''))"
+            )
             schools = {i: School(i, n) for i, n in conn.execute("SELECT id, name FROM schools")}
             links: dict[str, list[str]] = {}
             for sid, gid in conn.execute("SELECT student_id, guardian_id FROM links ORDER BY 1, 2"):
@@ -110,10 +126,17 @@ class Roster:
             }
             synthetic = bool(conn.execute("SELECT count(*) FROM guardians WHERE synthetic").fetchone()[0])
             guardians = {
-                r[0]: Guardian(r[0], r[1], r[2], r[3], r[4], bool(r[5]), bool(r[6]), bool(r[7]))
+                r[0]: Guardian(
+                    id=r[0],
+                    first_name=r[1],
+                    language=r[2],
+                    phone=r[3],
+                    email=r[4],
+                    consents=frozenset(r[5].split()),
+                    no_contact=bool(r[6]),
+                )
                 for r in conn.execute(
-                    "SELECT id, first_name, language, phone, email, sms_consent,"
-                    " email_consent, no_contact FROM guardians"
+                    f"SELECT id, first_name, language, phone, email, {consents}, no_contact FROM guardians"  # noqa: S608
                 )
             }
         except sqlite3.Error as exc:
@@ -124,48 +147,40 @@ class Roster:
 
     def check_event(self, event: Event) -> None:
         """Reject events that name schools or students this district does not have."""
-        d = event.data
-        ids: list[tuple[str, str]] = []
-        if isinstance(d, PlatformSwitch) and d.schools:
-            ids = [(f"data.schools[{i}]", s) for i, s in enumerate(d.schools)]
-        elif isinstance(d, MealsSchedule) and d.sites != "all":
-            ids = [(f"data.sites[{i}]", s) for i, s in enumerate(d.sites)]
-        elif isinstance(d, AbsenceThreshold | AttendanceRecorded):
-            ids = [("data.school_id", d.school_id)]
-            st = self.students.get(d.student_id)
-            if st is None:
-                raise EventValidationError(f"data.student_id: unknown student {d.student_id!r}", "data.student_id")
-            if st.school_id != d.school_id:
+        refs = event.data.refs()
+        for ref in refs:
+            if ref.kind == "student" and ref.id not in self.students:
+                raise EventValidationError(f"{ref.field}: unknown student {ref.id!r}", ref.field)
+        if (enrolment := event.data.enrolment()) is not None:
+            student, school = enrolment
+            if self.students[student].school_id != school:
                 raise EventValidationError(
-                    f"data.school_id: student {d.student_id!r} is not enrolled at school {d.school_id!r}",
-                    "data.school_id",
+                    f"data.school_id: student {student!r} is not enrolled at school {school!r}", "data.school_id"
                 )
-        for where, sid in ids:
-            if sid not in self.schools:
-                raise EventValidationError(f"{where}: unknown school {sid!r}", where)
+        for ref in refs:
+            if ref.kind == "school" and ref.id not in self.schools:
+                raise EventValidationError(f"{ref.field}: unknown school {ref.id!r}", ref.field)
 
-    def _students_in_scope(self, event: Event) -> Iterator[Student]:
-        d = event.data
-        if isinstance(d, PlatformSwitch):
-            grades, schools = set(d.grades), set(d.schools) if d.schools else None
-            return (
-                s for s in self.students.values() if s.grade in grades and (schools is None or s.school_id in schools)
-            )
-        if isinstance(d, MealsSchedule):
-            sites = None if d.sites == "all" else set(d.sites)
-            return (s for s in self.students.values() if sites is None or s.school_id in sites)
-        if isinstance(d, AbsenceThreshold):
-            return iter([self.students[d.student_id]])
-        raise EventValidationError(f"type: no audience rule for {event.type!r}", "type")
+    def _students_in_scope(self, event: Event) -> list[Student]:
+        scope = event.data.scope()
+        if scope is None:
+            raise EventValidationError(f"type: {event.type!r} is not sent to anyone", "type")
+        if scope.student is not None:
+            return [self.students[scope.student]]
+        grades, schools = scope.grades, scope.schools
+        return [
+            s
+            for s in self.students.values()
+            if (grades is None or s.grade in grades) and (schools is None or s.school_id in schools)
+        ]
 
     def audience(self, campaign: Campaign, event: Event) -> list[Recipient]:
         """Recipients in a stable order: one per guardian (household) or per guardian and child."""
+        students = self._students_in_scope(event)
         if campaign.audience.select == "student":
-            if not isinstance(event.data, AbsenceThreshold):
+            scope = event.data.scope()
+            if scope is None or scope.student is None:
                 raise EventValidationError("audience 'student' needs an event about one student", "type")
-            students: list[Student] = [self.students[event.data.student_id]]
-        else:
-            students = list(self._students_in_scope(event))
         a = campaign.audience
         if a.grades or a.schools:
             grades, schools = set(a.grades or ()), set(a.schools or ())
@@ -192,8 +207,8 @@ _SYNTHETIC_SCHOOL = {"06": "6001", "07": "6001", "08": "6001"}  # the rest at th
 
 
 def synthetic_roster(path: Path, families: int, *, sms_consent: bool = True) -> Path:
-    """`families` guardians, each with one student in grades 6-12, languages en/es/ht in turn."""
-    """Until the OneRoster generator lands: a roster for tests and benchmarks."""
+    """`families` guardians, each with one student in grades 6-12, languages en/es/ht in turn: a
+    JSON roster for tests and benchmarks that need no OneRoster import."""
     fixture = json.loads(FIXTURE.read_text("utf-8"))
     students, guardians = [], []
     for i in range(families):

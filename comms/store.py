@@ -24,6 +24,11 @@ from pathlib import Path
 from comms.errors import CommsError, StoreError
 
 
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A file another command writes (the roster): read, never created or changed."""
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
 def connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)

@@ -32,8 +32,14 @@ from comms.events import Event, parse_event
 
 log = logging.getLogger("comms.worker")
 
-# consumer name -> the campaign channel it serves (or None: attendance counting); each is one consumer group
-CONSUMERS: dict[str, str | None] = {"press": "press_release", "sms": "sms", "email": "email", "attendance": None}
+ATTENDANCE = "attendance"  # the consumer that counts absences and announces tiers
+
+
+def consumer_names() -> list[str]:
+    """Every consumer, one consumer group each: one per channel (its class names it), and attendance."""
+    from comms.channels import channel_classes
+
+    return [*(c.consumer for c in channel_classes()), ATTENDANCE]
 
 
 def group_name(consumer: str) -> str:
@@ -70,7 +76,7 @@ class Worker:
             self.stats.update(counts)
             released = counts["released"]
         records = self.consumer.poll(max_records=max_records, timeout=timeout)
-        done = []
+        done: list[Record] = []
         for rec in records:
             try:
                 if rec.problem:

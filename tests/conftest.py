@@ -12,12 +12,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from comms import devservers
 from comms.app import App, Env
 from comms.bus import Bus, open_bus
-from comms.demo import demo_events
-from comms.devbroker import free_port, noida_kafka  # noqa: F401 - tests import them from here
-from comms.devservers import FakeSendGrid, FakeTwilio
+from comms.dev import servers as devservers
+from comms.dev.broker import free_port, noida_kafka  # noqa: F401 - tests import them from here
+from comms.dev.demo import demo_events
+from comms.dev.servers import FakeSendGrid, FakeTwilio
 from comms.worker import Worker, run
 from tests.rosters import write_roster
 

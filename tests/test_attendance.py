@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 from comms.app import App, Env
-from comms.demo import DEMO_NOW
+from comms.dev.demo import DEMO_NOW
 from comms.events import make_event
 from comms.worker import run
 from tests.conftest import ROOT

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from comms.app import App, Env
 from comms.bus import DEAD_LETTER_SUFFIX
-from comms.demo import DEMO_NOW, demo_events, sample_events
+from comms.dev.demo import DEMO_NOW, demo_events, sample_events
 from comms.worker import run
 from tests.conftest import ROOT, mutated
 

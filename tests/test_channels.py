@@ -12,26 +12,34 @@ from comms.channels.base import Message
 from comms.channels.segments import sms_size
 from comms.channels.sendgrid_email import SendGridEmailChannel, activity_query, mail_payload
 from comms.channels.twilio_sms import TwilioSmsChannel, sms_params
-from comms.devservers import FakeSendGrid, FakeTwilio
+from comms.dev.servers import FakeSendGrid, FakeTwilio
 from comms.errors import PermanentDeliveryError, TransientDeliveryError
 
 SID, TOKEN, MG = "AC" + "1" * 32, "token", "MG" + "2" * 32
 
 
 def sms(i: int, to: str | None = None, body: str = "M-DCPS: hello") -> Message:
-    return Message(f"key{i}", "sms", "meal-schedule", "src#id", "es", to or f"+1786{i:07d}", {"txt": body + "\n"})
+    return Message(
+        key=f"key{i}",
+        channel="sms",
+        campaign="meal-schedule",
+        event_uid="src#id",
+        lang="es",
+        to=to or f"+1786{i:07d}",
+        body={"txt": body + "\n"},
+    )
 
 
 def email(i: int, subject: str = "Comidas gratis") -> Message:
     return Message(
-        f"key{i}",
-        "email",
-        "meal-schedule",
-        "src#id",
-        "es",
-        f"p{i}@example.org",
-        {"txt": "texto", "html": "<p>texto</p>"},
-        subject,
+        key=f"key{i}",
+        channel="email",
+        campaign="meal-schedule",
+        event_uid="src#id",
+        lang="es",
+        to=f"p{i}@example.org",
+        body={"txt": "texto", "html": "<p>texto</p>"},
+        subject=subject,
         meta={"unsubscribe_group": "42"},
     )
 

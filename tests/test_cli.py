@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from comms.app import Env
 from comms.bus import open_bus
 from comms.cli import app
-from comms.demo import demo_events
+from comms.dev.demo import demo_events
 from tests.conftest import ROOT, env_vars
 
 runner = CliRunner()
@@ -118,7 +118,7 @@ def test_thin_consumer_process_handles_then_stops_on_sigterm(env: Env, tmp_path:
 
 
 def test_demo_never_uses_real_providers(env: Env) -> None:
-    from comms.devservers import FakeSendGrid, FakeTwilio
+    from comms.dev.servers import FakeSendGrid, FakeTwilio
 
     with FakeTwilio() as tw, FakeSendGrid() as sg:
         e = {

@@ -14,12 +14,19 @@ from tests.conftest import ROOT
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text("utf-8"))
 CODE = "\n".join(p.read_text("utf-8") for p in (ROOT / "comms").rglob("*.py"))
 README = (ROOT / "README.md").read_text("utf-8")
-CONSUMERS = {
-    "press": "consumers.press_release",
-    "sms": "consumers.sms",
-    "email": "consumers.email",
-    "attendance": "consumers.attendance",
+CONSUMERS = {  # service -> the module it runs, and its arguments
+    "press": ("consumers.press_release",),
+    "sms": ("consumers.sms",),
+    "email": ("consumers.email",),
+    "attendance": ("consumers.attendance",),
+    "voice": ("consumers", "voice"),
 }
+
+
+def test_every_consumer_has_a_service() -> None:
+    from comms.worker import consumer_names
+
+    assert set(consumer_names()) == set(CONSUMERS)
 
 
 def test_services_and_images() -> None:
@@ -35,9 +42,9 @@ def test_consumers_run_modules_that_exist_and_reach_the_broker() -> None:
     services = COMPOSE["services"]
     kafka_env = services["kafka"]["environment"]
     internal = re.search(r"INTERNAL://(\w+):(\d+)", kafka_env["KAFKA_ADVERTISED_LISTENERS"])
-    for name, module in CONSUMERS.items():
+    for name, (module, *args) in CONSUMERS.items():
         svc = services[name]
-        assert svc["command"] == ["python", "-m", module]
+        assert svc["command"] == ["python", "-m", module, *args]
         assert importlib.util.find_spec(module) is not None
         bus = KafkaBus.from_url(svc["environment"]["COMMS_BUS"])
         assert bus.servers == [f"{internal[1]}:{internal[2]}"] and internal[1] == "kafka"

@@ -14,7 +14,7 @@ import pytest
 
 from comms.app import App, Env
 from comms.bus import DEAD_LETTER_SUFFIX
-from comms.demo import demo_events, sample_events
+from comms.dev.demo import demo_events, sample_events
 from comms.errors import EventValidationError
 from comms.events import make_event, parse_event
 from comms.worker import run

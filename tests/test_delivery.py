@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from comms.app import App, Env
-from comms.devservers import FakeSendGrid, FakeTwilio
+from comms.dev.servers import FakeSendGrid, FakeTwilio
 from comms.worker import run
 from tests.conftest import (
     MEALS,

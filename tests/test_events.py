@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from comms.demo import demo_events, sample_events
+from comms.dev.demo import demo_events, sample_events
 from comms.errors import EventValidationError
 from comms.events import (
     MAX_EVENT_BYTES,

@@ -26,7 +26,7 @@ from tests.conftest import ROOT
 
 
 def _switch_doc() -> dict:
-    from comms.demo import demo_events
+    from comms.dev.demo import demo_events
 
     return json.loads(demo_events()[0])
 
@@ -37,7 +37,13 @@ def test_front_matter_is_written_by_the_yaml_emitter(tmp_path: Path) -> None:
     ch = PressDraftChannel(tmp_path)
     hostile = "district#x\nstatus: approved\napproved_by: someone\n---\n# Approved"
     m = Message(
-        "k1", "press_release", "platform-switch", hostile, "en", "2020-09-02-x.en", {"md": "body\n", "html": ""}
+        key="k1",
+        channel="press_release",
+        campaign="platform-switch",
+        event_uid=hostile,
+        lang="en",
+        to="2020-09-02-x.en",
+        body={"md": "body\n", "html": ""},
     )
     ch.send([m])
     text = (tmp_path / "press" / "2020-09-02-x.en.md").read_text("utf-8")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from comms.errors import ConfigError
-from comms.ledger import SCHEMA_VERSION, Entry, Ledger, sent_today_sql
+from comms.ledger import SCHEMA_VERSION, Entry, Ledger, Mark, State, sent_today_sql
 
 
 def _open(path: str) -> None:
@@ -43,7 +43,8 @@ def test_open_is_idempotent_and_suppressions_normalise_email(tmp_path: Path) -> 
     e = Entry("k1", "src#1", "meals.schedule", "meal-schedule", "email", "G1", "es", "G1", "Ana@Example.org")
     assert ledger.open([e])["k1"].state == "new"  # read only: the first write of a state inserts the row
     assert ledger.conn.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 0
-    ledger.mark([("k1", "sent", "id-1", None)])
+    ledger.mark([Mark("k1", State.SENDING)])
+    ledger.mark([Mark("k1", State.SENT, "id-1")])
     assert ledger.open([e])["k1"].state == "sent"  # a redelivery finds it done
     assert ledger.suppress([("email", "ANA@example.org", "unsubscribed", "test")]) == 1
     assert ledger.suppress([("email", "ana@example.org", "unsubscribed", "test")]) == 0
@@ -85,7 +86,19 @@ def test_shared_content_is_stored_once_and_a_version_2_ledger_migrates(tmp_path:
     ledger.close()
     ledger = Ledger(path)  # migrates: 2 -> 3
     body = {"txt": "Free meals", "html": "<p>Free meals</p>"}
-    messages = [Message(f"k{i}", "email", "c", "e", "es", f"p{i}@example.org", body, "Comidas") for i in range(300)]
+    messages = [
+        Message(
+            key=f"k{i}",
+            channel="email",
+            campaign="c",
+            event_uid="e",
+            lang="es",
+            to=f"p{i}@example.org",
+            body=body,
+            subject="Comidas",
+        )
+        for i in range(300)
+    ]
     ledger.open(Entry(m.key, "e", "t", "c", "email", f"G{i}", "es") for i, m in enumerate(messages))
     ledger.mark_sending((m.key, message_payload(m), "2020-09-02") for m in messages)
     assert ledger.conn.execute("SELECT count(*) FROM contents").fetchone()[0] == 1

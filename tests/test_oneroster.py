@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from comms.app import App, Env
 from comms.cli import app as cli
-from comms.demo import demo_events
+from comms.dev.demo import demo_events
 from comms.oneroster import import_bundle
 from comms.roster import Roster
 from comms.worker import run
@@ -43,7 +43,7 @@ def test_imported_roster(tmp_path: Path) -> None:
     assert r.guardians["g1"].phone == "+13055550101" and r.guardians["g1"].language == "es"
     assert r.guardians["g2"].phone == "+13055550102" and r.guardians["g2"].language == "ht"
     assert r.guardians["g3"].phone is None and r.guardians["g3"].email is None  # reported, not guessed
-    assert r.guardians["g4"].language == "en" and not r.guardians["g4"].sms_consent
+    assert r.guardians["g4"].language == "en" and "sms" not in r.guardians["g4"].consents
     assert r.guardians["g5"].no_contact
     assert r.students["s5"].school_id == "7001"  # from enrollments.csv
     assert set(r.students["s4"].guardians) == {"g2", "g3"}
@@ -97,7 +97,7 @@ def test_reimport_is_idempotent_and_reports_changes(tmp_path: Path) -> None:
 
 
 def test_generated_bundle_imports_cleanly_and_is_reproducible(tmp_path: Path) -> None:
-    from comms.generate import generate_bundle
+    from comms.dev.generate import generate_bundle
 
     a, b = tmp_path / "a", tmp_path / "b"
     counts = generate_bundle(a, 1500, seed=7)
@@ -115,8 +115,8 @@ def test_generated_bundle_imports_cleanly_and_is_reproducible(tmp_path: Path) ->
 def test_a_synthetic_roster_never_reaches_a_real_provider(tmp_path: Path) -> None:
     import pytest
 
+    from comms.dev.generate import generate_bundle
     from comms.errors import ConfigError
-    from comms.generate import generate_bundle
 
     generate_bundle(tmp_path / "b", 50)
     import_bundle(tmp_path / "b", tmp_path / "roster.db")
@@ -287,7 +287,7 @@ def test_hostile_rows_are_reported_with_file_line_and_reason(tmp_path: Path) -> 
 def test_the_generated_bundle_is_oneroster_1_1_in_bulk_mode(tmp_path: Path) -> None:
     import csv
 
-    from comms.generate import generate_bundle
+    from comms.dev.generate import generate_bundle
 
     generate_bundle(tmp_path / "b", 200, seed=3)
     b = tmp_path / "b"

@@ -13,7 +13,7 @@ from comms.app import App
 from comms.channels import Message
 from comms.channels.sendgrid_email import SendGridEmailChannel, mail_payload
 from comms.cli import app as cli
-from comms.devservers import API_KEY, SENDER, FakeSendGrid, FakeTwilio
+from comms.dev.servers import API_KEY, SENDER, FakeSendGrid, FakeTwilio
 from comms.events import parse_event
 from comms.ledger import Ledger
 from tests.conftest import MEALS, NOON, Clock, make_env, provider_env
@@ -96,7 +96,16 @@ def test_one_bad_address_fails_alone_and_the_rest_of_its_request_is_sent(
 
 
 def _message(campaign: str) -> Message:
-    return Message("k1", "email", campaign, "e#1", "en", "a@example.org", {"txt": "t", "html": "<p>t</p>"}, "S")
+    return Message(
+        key="k1",
+        channel="email",
+        campaign=campaign,
+        event_uid="e#1",
+        lang="en",
+        to="a@example.org",
+        body={"txt": "t", "html": "<p>t</p>"},
+        subject="S",
+    )
 
 
 def test_categories_never_repeat_and_a_202_without_a_message_id_records_none(

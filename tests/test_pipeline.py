@@ -8,7 +8,7 @@ from pathlib import Path
 
 from comms.app import App, Env
 from comms.bus import DEAD_LETTER_SUFFIX
-from comms.demo import demo_events, sample_events
+from comms.dev.demo import demo_events, sample_events
 from comms.events import parse_event
 from comms.worker import run
 
@@ -87,11 +87,11 @@ def test_malformed_events_are_dead_lettered_and_the_rest_delivered(app: App, env
     workers = _run(app)
     # attendance handles only attendance.recorded: the unknown student's threshold event is not its business
     seen = len(good) + 7  # with the 7 #ShowUpMDCPS tier events the attendance consumer counted
-    assert [w.stats["events"] for w in workers] == [seen] * 3 + [seen + 1]
+    assert [w.stats["events"] for w in workers] == [seen] * (len(workers) - 1) + [seen + 1]  # attendance: last
     with app.bus.consumer("inspect", [env.topic + DEAD_LETTER_SUFFIX]) as c:
         dead = c.poll(max_records=100, timeout=0.5)
     # every consumer group dead-letters independently, each with the reason
-    assert len(dead) == 3 * 3 + 2
+    assert len(dead) == (len(workers) - 1) * 3 + 2  # each channel consumer: the 3 bad records; attendance: 2
     reasons = {d.headers["reason"] for d in dead}
     assert any(r.startswith("invalid JSON") for r in reasons)
     assert any("data.days: field required" in r for r in reasons)
@@ -112,9 +112,9 @@ def test_restart_does_not_reprocess(env: Env) -> None:
     second = _run(b)
     sent_again = b.pipeline.ledger.counts()
     b.close()
-    assert [w.stats["events"] for w in first] == [2, 2, 2, 2]
+    assert [w.stats["events"] for w in first] == [2] * len(first)
     later = len(demo_events()) - 2 + 7  # the attendance records, and the 7 tier events counted from them
-    assert [w.stats["events"] for w in second] == [later] * 4  # only the new ones
+    assert [w.stats["events"] for w in second] == [later] * len(second)  # only the new ones
     assert all(p.stat().st_mtime_ns == m for p, m in before.items())  # nothing rewritten
     press_rows = 2 * 2  # two events with a press release, in en and es
     assert sum(n for *_, state, n in sent_again if state == "sent") == len(list(env.out.rglob("*.txt"))) + press_rows

@@ -15,7 +15,7 @@ import pytest
 from comms.app import App, Env
 from comms.bus import DEAD_LETTER_SUFFIX
 from comms.bus.sqlite import sqlite_path
-from comms.demo import demo_events
+from comms.dev.demo import demo_events
 from comms.worker import run
 from tests.conftest import MEALS, NOON, ROOT, Clock
 

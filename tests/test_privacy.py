@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from comms.app import App
-from comms.demo import demo_events, sample_events
+from comms.dev.demo import demo_events, sample_events
 from comms.privacy import mask_email, mask_phone
 from comms.worker import run
 
@@ -43,10 +43,21 @@ def test_provider_sdks_log_no_numbers_addresses_or_keys(caplog: pytest.LogCaptur
     from comms.channels.base import Message
     from comms.channels.sendgrid_email import SendGridEmailChannel
     from comms.channels.twilio_sms import TwilioSmsChannel
-    from comms.devservers import FakeSendGrid, FakeTwilio
+    from comms.dev.servers import FakeSendGrid, FakeTwilio
 
-    sms = Message("k1", "sms", "c", "e", "en", "+17865550123", {"txt": "hello"})
-    mail = Message("k2", "email", "c", "e", "en", "maria@example.org", {"txt": "t", "html": "h"}, "S")
+    sms = Message(
+        key="k1", channel="sms", campaign="c", event_uid="e", lang="en", to="+17865550123", body={"txt": "hello"}
+    )
+    mail = Message(
+        key="k2",
+        channel="email",
+        campaign="c",
+        event_uid="e",
+        lang="en",
+        to="maria@example.org",
+        body={"txt": "t", "html": "h"},
+        subject="S",
+    )
     with FakeTwilio() as tw, FakeSendGrid() as sg, caplog.at_level(logging.DEBUG):
         ch = TwilioSmsChannel("AC" + "1" * 32, "token", from_="+13055550000", api_url=tw.url, rate=0)
         ch.send([sms])

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from comms.app import App
-from comms.demo import sample_events
-from comms.devservers import FakeSendGrid, FakeTwilio
+from comms.dev.demo import sample_events
+from comms.dev.servers import FakeSendGrid, FakeTwilio
 from comms.events import parse_event
 from tests.conftest import (
     MEALS,

@@ -9,7 +9,7 @@ import pytest
 
 from comms.app import App
 from comms.checks import render_one
-from comms.demo import demo_events, sample_events
+from comms.dev.demo import demo_events, sample_events
 from comms.events import make_event, parse_event
 from comms.render import formatting as f
 

@@ -21,7 +21,7 @@ import pytest
 
 from comms.app import Env
 from comms.bus import open_bus
-from comms.devservers import FakeSendGrid, FakeTwilio
+from comms.dev.servers import FakeSendGrid, FakeTwilio
 from comms.ledger import Ledger
 from tests.conftest import MEALS, ROOT, SWITCH, env_vars, make_env, provider_env, reap, sigterm
 
@@ -185,7 +185,7 @@ def test_a_full_disk_is_one_clear_line_and_the_restart_sends_nothing_twice(
 def test_a_read_only_output_folder_is_one_clear_line_then_each_draft_is_written_once(env: Env) -> None:
     _publish(env, SWITCH, MEALS)
     out = env.out
-    for folder in ("press", "outbox/sms", "outbox/email"):  # as a first run left them
+    for folder in ("press", "outbox/sms", "outbox/email", "outbox/voice"):  # as a first run left them
         (out / folder).mkdir(parents=True)
     proc_env = {**os.environ, **env_vars(env), "COLUMNS": "200"}
     r = _in_namespace(

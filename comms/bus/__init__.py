@@ -26,7 +26,8 @@ def open_bus(url: str) -> Bus:
             f"COMMS_BUS={url!r}: unknown bus {scheme!r}; use one of " + ", ".join(f"{s}://..." for s in BACKENDS)
         )
     module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls).from_url(url)
+    bus: Bus = getattr(importlib.import_module(module), cls).from_url(url)
+    return bus
 
 
 __all__ = ["BACKENDS", "DEAD_LETTER_SUFFIX", "Bus", "Consumer", "Record", "open_bus"]

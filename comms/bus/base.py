@@ -53,7 +53,6 @@ class Consumer(abc.ABC):
 
 class Bus(abc.ABC):
     #: exceptions of the backend's library that mean "try again later"
-    connection_errors: tuple[type[BaseException], ...] = ()
 
     @abc.abstractmethod
     def publish(self, topic: str, value: bytes, key: str | None = None, headers: dict[str, str] | None = None) -> None:

@@ -29,9 +29,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import (
     CommitFailedError,
     InvalidSessionTimeoutError,
-    KafkaConnectionError,
     KafkaError,
-    KafkaTimeoutError,
     TopicAlreadyExistsError,
 )
 from kafka.structs import OffsetAndMetadata
@@ -58,7 +56,7 @@ def security_settings(environ: dict[str, str] | None = None) -> dict[str, str]:
     return {k: e[v] for k, v in _SECURITY_ENV.items() if e.get(v)}
 
 
-class _LogRebalance(ConsumerRebalanceListener):
+class _LogRebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python has no type hints
     """Partition moves happen inside poll(), when the worker holds no uncommitted batch (it commits
     before polling again), so there is nothing to flush here: only to say what moved."""
 
@@ -166,8 +164,6 @@ class KafkaBusConsumer(Consumer):
 
 
 class KafkaBus(Bus):
-    connection_errors = (KafkaConnectionError, KafkaTimeoutError, BusUnavailableError)
-
     def __init__(
         self,
         servers: list[str],

@@ -191,8 +191,6 @@ class SqliteConsumer(Consumer):
 
 
 class SqliteBus(Bus):
-    connection_errors = (sqlite3.OperationalError, BusUnavailableError)
-
     def __init__(self, path: str | Path, lease_seconds: float = 30.0) -> None:
         self.path = Path(path)
         self.lease_seconds = lease_seconds

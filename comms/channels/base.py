@@ -1,13 +1,53 @@
-"""The channel interface every provider implements: send a batch, get one result per message."""
+"""What a channel is, declared once on its class, and the interface every provider implements.
+
+A channel class states everything the rest of the code would otherwise branch on (as kombu's
+transports state their capabilities and Apprise's plugins their attributes):
+
+    name          the key in campaigns.yaml `channels:` and in the ledger
+    consumer      the consumer that runs it (one consumer group each: comms-<consumer>)
+    address       the roster field it sends to (phone, email), None for press drafts
+    consent       the roster consent it needs (`metadata.<consent>Consent` in OneRoster), None: none
+    parts         the template parts it renders (templates/<name>/<template>.<lang>.<part>.j2)
+    subject_part  the part whose template sets `subject`, if it has a subject
+    audience      "families" (one message per family, in the family's language) or "press" (one per
+                  press language)
+    quiet_hours   whether it waits out the district's quiet hours (unless emergency)
+    daily_cap     whether a message counts against the guardian's daily cap
+    options       its block in campaigns.yaml (pydantic): template, approval, and its own settings
+
+and, as class methods, how it normalises an address for the suppression list, why a family
+reading some language cannot get it (`held`), what makes a rendered message unsendable
+(`refuse`), and `from_env()`: the provider from its environment variables, or the dry-run outbox.
+The pipeline sends through instances; `spec` is the class that declares the channel (the outbox
+stands in for a provider without becoming another channel).
+"""
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from comms.errors import DeliveryError
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from comms.errors import ConfigError, DeliveryError
+
+if TYPE_CHECKING:
+    from comms.config import District
+    from comms.render import Rendered
+
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+
+
+class Options(BaseModel):
+    """A campaign's settings for one channel (campaigns.yaml `channels.<name>`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    template: Name
+    approval: bool = False
 
 
 def retry_after(headers: Any) -> float | None:
@@ -19,10 +59,10 @@ def retry_after(headers: Any) -> float | None:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Message:
     key: str  # ledger key: also the provider-side idempotency reference
-    channel: str  # press_release | sms | email
+    channel: str  # a channel's name
     campaign: str
     event_uid: str
     lang: str
@@ -45,9 +85,86 @@ class SendResult:
         return self.error is None
 
 
+def configured(environ: Mapping[str, str], needed: tuple[str, ...], either: tuple[str, ...] = ()) -> bool:
+    """True when every variable is set, False when none is; a partial set is a ConfigError naming the gap."""
+    names = needed + either
+    present = [n for n in names if environ.get(n)]
+    if not present:
+        return False
+    missing = [n for n in needed if not environ.get(n)]
+    if either and not any(environ.get(n) for n in either):
+        missing.append(" or ".join(either))
+    if missing:
+        raise ConfigError(
+            f"{', '.join(present)} set but {', '.join(missing)} missing: set all, or none for the dry-run outbox"
+        )
+    return True
+
+
 class Channel(abc.ABC):
+    name: ClassVar[str]
+    consumer: ClassVar[str]
+    address: ClassVar[Literal["phone", "email"] | None] = None
+    consent: ClassVar[str | None] = None
+    consent_default: ClassVar[bool] = False  # when the roster does not say
+    parts: ClassVar[tuple[str, ...]]
+    subject_part: ClassVar[str | None] = None
+    audience: ClassVar[Literal["families", "press"]] = "families"
+    quiet_hours: ClassVar[bool] = False
+    daily_cap: ClassVar[bool] = False
+    options: ClassVar[type[Options]] = Options
+    approval: ClassVar[bool] = False  # whether a campaign may hold its messages for approval
+    #: the environment variables of the provider's credentials, and of its API's address: a synthetic
+    #: roster may only be sent through a provider at a local address
+    credentials: ClassVar[tuple[str, ...]] = ()
+    api_url_var: ClassVar[str | None] = None
+
+    #: provider error codes that mean the recipient opted out: the address joins the suppression list
+    opted_out_codes: ClassVar[frozenset[str]] = frozenset()
     #: the provider library's exceptions that mean "try again later"
     transient_errors: tuple[type[BaseException], ...] = ()
+
+    @property
+    def spec(self) -> type[Channel]:
+        """The class that declares this channel."""
+        return type(self)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], out: Path) -> Channel:
+        """The provider configured by `environ`, or the dry-run outbox under `out` when it is not."""
+        from comms.channels.outbox import OutboxChannel
+
+        return OutboxChannel(out / "outbox", cls)
+
+    @classmethod
+    def normalise(cls, address: str) -> str:
+        """The form an address is kept and looked up in on the suppression list."""
+        return address.strip()
+
+    @classmethod
+    def languages(cls, district: District, options: Options) -> list[str]:
+        """The languages this channel renders the campaign's template in."""
+        return list(district.press_languages if cls.audience == "press" else district.languages)
+
+    @classmethod
+    def held(cls, lang: str, options: Options) -> str | None:
+        """Why a family reading `lang` cannot get this channel's message, if so."""
+        return None
+
+    @classmethod
+    def meta(cls, options: Options) -> dict[str, str]:
+        """What the provider needs to know about the campaign's settings, carried on each message."""
+        return {"approval": "required"} if options.approval else {}
+
+    @classmethod
+    def size(cls, text: str) -> str | None:
+        """How big a rendered part is, in the terms its provider bills (`comms preview` shows it)."""
+        return None
+
+    @classmethod
+    def refuse(cls, rendered: Rendered, district: District) -> str | None:
+        """Why a rendered message may never be sent as it is, if so (e.g. an SMS too long)."""
+        return None
 
     @abc.abstractmethod
     def send(self, messages: Sequence[Message]) -> list[SendResult]:

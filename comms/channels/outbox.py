@@ -33,6 +33,9 @@ def make_folder(path: Path) -> Path:
     return path
 
 
+MEDIA_TYPES = {"html": "text/html"}
+
+
 def outbox_text(m: Message) -> str:
     head = [
         f"Channel: {m.channel}",
@@ -45,15 +48,26 @@ def outbox_text(m: Message) -> str:
     head += [f"{k.title()}: {v}" for k, v in sorted(m.meta.items())]
     if m.subject:
         head.append(f"Subject: {m.subject}")
-    out = "\n".join(head) + "\n\n" + m.body["txt"]
-    if "html" in m.body:
-        out += "\n----- text/html -----\n" + m.body["html"]
+    first, *others = m.body.items()
+    out = "\n".join(head) + "\n\n" + first[1]
+    for part, text in others:
+        out += f"\n----- {MEDIA_TYPES.get(part, part)} -----\n" + text
     return out
 
 
 class OutboxChannel(Channel):
-    def __init__(self, directory: str | Path, channel: str) -> None:
-        self.dir = make_folder(Path(directory) / channel)
+    """Stands in for a channel's provider (`spec`) when its credentials are not set."""
+
+    name = "outbox"
+    parts = ("txt",)
+
+    def __init__(self, directory: str | Path, spec: type[Channel]) -> None:
+        self._spec = spec
+        self.dir = make_folder(Path(directory) / spec.name)
+
+    @property
+    def spec(self) -> type[Channel]:
+        return self._spec
 
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         results = []

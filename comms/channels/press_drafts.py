@@ -7,7 +7,7 @@ holding a newline once turned a draft's status into `approved`.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
@@ -34,8 +34,18 @@ def front_matter(meta: dict[str, str]) -> str:
 
 
 class PressDraftChannel(Channel):
+    name = "press_release"
+    consumer = "press"
+    parts = ("md", "html")
+    audience = "press"
+    approval = True  # drafts are marked for the office's approval
+
     def __init__(self, directory: str | Path) -> None:
         self.dir = make_folder(Path(directory) / "press")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], out: Path) -> Channel:
+        return cls(out)
 
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         results = []

@@ -19,13 +19,16 @@ import re
 import socket
 import urllib.error
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from pydantic import Field
 from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
 
-from comms.channels.base import Channel, Message, SendResult, retry_after
+from comms.addresses import email_key
+from comms.channels.base import Channel, Message, Options, SendResult, configured, retry_after
 from comms.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from comms.privacy import quiet_sdk_loggers, scrub
 
@@ -82,7 +85,23 @@ def activity_query(request_id: str) -> dict[str, Any]:
     return {"limit": MAX_PERSONALIZATIONS, "query": f"unique_args['request']=\"{request_id}\""}
 
 
+class EmailOptions(Options):
+    unsubscribe_group: int | None = Field(default=None, ge=1)  # SendGrid ASM group
+
+
 class SendGridEmailChannel(Channel):
+    name = "email"
+    consumer = "email"
+    address = "email"
+    consent = "email"
+    consent_default = True  # school e-mail needs no opt-in
+    parts = ("txt", "html")
+    subject_part = "txt"
+    daily_cap = True
+    options = EmailOptions
+    credentials = ("SENDGRID_API_KEY", "COMMS_EMAIL_FROM")
+    api_url_var = "COMMS_SENDGRID_API_URL"
+
     transient_errors = (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError)
 
     def __init__(
@@ -104,6 +123,29 @@ class SendGridEmailChannel(Channel):
         # SendGrid documents no bound on the feed's lag; it is seconds to a few minutes in practice
         self.reconcile_after = reconcile_after
         self._activity = True  # False once the account turns out not to have the Email Activity API
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], out: Path) -> Channel:
+        if not configured(environ, cls.credentials):
+            return super().from_env(environ, out)
+        return cls(
+            api_key=environ["SENDGRID_API_KEY"],
+            sender=environ["COMMS_EMAIL_FROM"],
+            sender_name=environ.get("COMMS_EMAIL_FROM_NAME") or None,
+            api_url=environ.get("COMMS_SENDGRID_API_URL") or None,
+            reconcile_after=float(environ.get("COMMS_SENDGRID_RECONCILE_AFTER", "120")),
+        )
+
+    @classmethod
+    def normalise(cls, address: str) -> str:
+        return email_key(address)
+
+    @classmethod
+    def meta(cls, options: Options) -> dict[str, str]:
+        meta = super().meta(options)
+        if isinstance(options, EmailOptions) and options.unsubscribe_group:
+            meta["unsubscribe_group"] = str(options.unsubscribe_group)
+        return meta
 
     def _post(self, batch: Sequence[Message]) -> list[SendResult]:
         """One request; when SendGrid refuses it (400) for addresses it names, those messages fail and

@@ -15,8 +15,13 @@ from comms.events.models import (
     WEEKDAYS,
     AbsenceThreshold,
     AttendanceRecorded,
+    CampaignMismatch,
+    EventData,
+    Lang,
     MealsSchedule,
     PlatformSwitch,
+    RosterRef,
+    Scope,
 )
 
 __all__ = [
@@ -26,7 +31,12 @@ __all__ = [
     "WEEKDAYS",
     "AbsenceThreshold",
     "AttendanceRecorded",
+    "CampaignMismatch",
     "Envelope",
+    "EventData",
+    "Lang",
+    "RosterRef",
+    "Scope",
     "Event",
     "MealsSchedule",
     "PlatformSwitch",

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from comms.errors import EventValidationError
-from comms.events.models import EVENT_TYPES, AbsenceThreshold, AttendanceRecorded
+from comms.events.models import EVENT_TYPES, EventData
 
 MAX_EVENT_BYTES = 256 * 1024
 
@@ -45,24 +45,19 @@ class Event:
     source: str
     type: str
     time: dt.datetime
-    data: Any  # one of the models in EVENT_TYPES
+    data: EventData  # of the model EVENT_TYPES names for `type`
     raw: bytes
     digest: str = ""  # of the canonical JSON: the same event resent, whatever its spacing, has the same
 
     @property
     def key(self) -> str:
-        """Partition key: one student's (or one school's) events stay in order on a partitioned bus."""
-        if isinstance(self.data, AbsenceThreshold | AttendanceRecorded):
-            return f"student:{self.data.student_id}"
-        return "district"
+        """Partition key, as the event's type declares it."""
+        return self.data.key
 
     @property
     def uid(self) -> str:
         # CloudEvents makes (source, id) unique, not id alone.
         return f"{self.source}#{self.id}"
-
-    def data_dict(self) -> dict[str, Any]:
-        return self.data.model_dump(mode="python")
 
 
 def _describe(err: ValidationError, prefix: str = "") -> tuple[str, str | None]:

@@ -8,10 +8,12 @@ only reaches the English press draft.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
 
+Lang = Literal["en", "es", "ht"]  # the languages a family or reporter may read
 GRADE_CODES: tuple[str, ...] = ("PK", "KG", *(f"{n:02d}" for n in range(1, 13)))
 GradeCode = Literal["PK", "KG", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12"]
 WEEKDAYS: tuple[str, ...] = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -79,11 +81,94 @@ def _in_school_year(school_year: str, day: dt.date, field: str) -> None:
         )
 
 
-class _Data(BaseModel):
+if TYPE_CHECKING:
+    from comms.config import Campaign
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scope:
+    """Whom an event concerns: the students of some grades and/or schools (None: all), or one student."""
+
+    grades: frozenset[str] | None = None
+    schools: frozenset[str] | None = None
+    student: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RosterRef:
+    """An id an event names, that the roster must know: `field` is where, for the error."""
+
+    field: str
+    kind: Literal["school", "student"]
+    id: str
+
+
+class EventData(BaseModel):
+    """The `data` of one event type. A type declares here what the rest of the code asks of it:
+    its partition key, whom it concerns, the roster ids it names, and what it adds to a campaign."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: campaigns of this type must list tiers (attendance thresholds)
+    needs_tiers: ClassVar[bool] = False
 
-class PlatformSwitch(_Data):
+    @property
+    def key(self) -> str:
+        """Partition key: one student's (or one school's) events stay in order on a partitioned bus."""
+        return "district"
+
+    def scope(self) -> Scope | None:
+        """Whom the event concerns; None: nobody is sent anything for it (a record to be counted)."""
+        return Scope()
+
+    def refs(self) -> list[RosterRef]:
+        """The school and student ids the event names."""
+        return []
+
+    def enrolment(self) -> tuple[str, str] | None:
+        """(student, school) when the event says where a student is enrolled."""
+        return None
+
+    def check_campaign(self, cid: str, campaign: Campaign) -> None:
+        """Raise ValueError (field, reason) when a campaign cannot take this event."""
+
+    def campaign_context(self, campaign: Campaign, lang: str) -> dict[str, Any]:
+        """What the event adds to its campaign's template context."""
+        return {}
+
+
+class CampaignMismatch(ValueError):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+
+
+def _school_refs(field: str, ids: list[str] | None) -> list[RosterRef]:
+    return [RosterRef(field=f"{field}[{i}]", kind="school", id=s) for i, s in enumerate(ids or ())]
+
+
+class _OneStudent:
+    """For the types about one student at one school (their fields keep the contract's order)."""
+
+    if TYPE_CHECKING:
+        student_id: str
+        school_id: str
+
+    @property
+    def key(self) -> str:
+        return f"student:{self.student_id}"
+
+    def refs(self) -> list[RosterRef]:
+        return [
+            RosterRef(field="data.student_id", kind="student", id=self.student_id),
+            RosterRef(field="data.school_id", kind="school", id=self.school_id),
+        ]
+
+    def enrolment(self) -> tuple[str, str] | None:
+        return (self.student_id, self.school_id)
+
+
+class PlatformSwitch(EventData):
     """Grades move from one learning platform to another (the September 2020 K12 -> Teams switch)."""
 
     grades: list[GradeCode] = Field(min_length=1, max_length=14)
@@ -102,8 +187,14 @@ class PlatformSwitch(_Data):
             raise ValueError("review_date must not be before effective_date")
         return self
 
+    def scope(self) -> Scope:
+        return Scope(grades=frozenset(self.grades), schools=frozenset(self.schools) if self.schools else None)
 
-class MealsSchedule(_Data):
+    def refs(self) -> list[RosterRef]:
+        return _school_refs("data.schools", self.schools)
+
+
+class MealsSchedule(EventData):
     """Where and when families pick up free meals (grab-and-go, Tuesdays and Thursdays 4-6 p.m.)."""
 
     meals: list[Literal["breakfast", "lunch", "snack", "supper"]] = Field(min_length=1, max_length=4)
@@ -127,9 +218,17 @@ class MealsSchedule(_Data):
             raise ValueError("days must not repeat")
         return self
 
+    def scope(self) -> Scope:
+        return Scope(schools=None if self.sites == "all" else frozenset(self.sites))
 
-class AbsenceThreshold(_Data):
+    def refs(self) -> list[RosterRef]:
+        return _school_refs("data.sites", None if self.sites == "all" else self.sites)
+
+
+class AbsenceThreshold(_OneStudent, EventData):
     """A student's absences crossed an intervention tier named in campaigns.yaml (#ShowUpMDCPS)."""
+
+    needs_tiers = True
 
     student_id: Identifier
     school_id: Identifier
@@ -144,8 +243,31 @@ class AbsenceThreshold(_Data):
         _in_school_year(self.school_year, self.as_of, "as_of")
         return self
 
+    def scope(self) -> Scope:
+        return Scope(student=self.student_id)
 
-class AttendanceRecorded(_Data):
+    def check_campaign(self, cid: str, campaign: Campaign) -> None:
+        t = campaign.tier(self.tier)
+        if t is None:
+            names = ", ".join(x.name for x in campaign.tiers or ())
+            raise CampaignMismatch(
+                "data.tier", f"data.tier: unknown tier {self.tier!r} (campaigns.{cid}.tiers has: {names})"
+            )
+        if self.absences < t.min_absences:
+            raise CampaignMismatch(
+                "data.absences",
+                f"data.absences: {self.absences} is below tier {t.name!r} (min_absences {t.min_absences})",
+            )
+
+    def campaign_context(self, campaign: Campaign, lang: str) -> dict[str, Any]:
+        t = campaign.tier(self.tier)
+        if t is None:  # check_campaign refused it before anything was rendered
+            return {"tier": None}
+        label, actions = t.label.get(lang), t.actions.get(lang)  # type: ignore[call-overload]
+        return {"tier": {"name": t.name, "min_absences": t.min_absences, "label": label, "actions": actions}}
+
+
+class AttendanceRecorded(_OneStudent, EventData):
     """One day's attendance for one student, as the student information system records it.
 
     A later event with the same student and date (a correction, by CloudEvent `time`) replaces it.
@@ -164,8 +286,12 @@ class AttendanceRecorded(_Data):
         _in_school_year(self.school_year, self.date, "date")
         return self
 
+    def scope(self) -> None:
+        return None  # counted by the attendance consumer, never sent
 
-EVENT_TYPES: dict[str, type[_Data]] = {
+
+#: every event type, one line each: the model declares the rest
+EVENT_TYPES: dict[str, type[EventData]] = {
     "platform.switch": PlatformSwitch,
     "meals.schedule": MealsSchedule,
     "attendance.absence-threshold": AbsenceThreshold,

@@ -56,7 +56,7 @@ def babel_locale(lang: str) -> str:
 def day_name(index: int, lang: str) -> str:
     if lang == "ht":
         return HT_DAYS[index]
-    return Locale.parse(babel_locale(lang)).days["format"]["wide"][index]
+    return str(Locale.parse(babel_locale(lang)).days["format"]["wide"][index])
 
 
 def fmt_date(d: dt.date, lang: str, with_weekday: bool = True) -> str:

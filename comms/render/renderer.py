@@ -30,7 +30,7 @@ from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from comms.config import CHANNEL_PARTS
+from comms.channels import channel_class
 from comms.errors import RenderError
 from comms.render import formatting as f
 from comms.render.escape import md_value
@@ -40,7 +40,7 @@ MAX_BUILT = 100_000  # items or characters one `*` may build; `**` exponents abo
 
 def template_paths(channel: str, template: str, lang: str) -> dict[str, str]:
     """Template file (relative to templates/) of each part a channel renders."""
-    return {part: f"{channel}/{template}.{lang}.{part}.j2" for part in CHANNEL_PARTS[channel]}
+    return {part: f"{channel}/{template}.{lang}.{part}.j2" for part in channel_class(channel).parts}
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +144,7 @@ def _template_name(node: nodes.Node, lang: str) -> str | None:
 
 
 def _lang(ctx: jinja2.runtime.Context) -> str:
-    return ctx.get("lang", "en")
+    return str(ctx.get("lang", "en"))
 
 
 class Renderer:
@@ -194,7 +194,7 @@ class Renderer:
                 raise RenderError(describe_template_error(exc, name, self.env, self.templates_dir)) from None
             found |= jinja2.meta.find_undeclared_variables(ast)
             for node in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
-                ref = _template_name(node.template, lang)
+                ref = _template_name(node.template, lang)  # type: ignore[attr-defined]  # each of the four has it
                 if ref is None:  # a name computed from more than `lang`: assume it reads everything
                     return frozenset({"*"})
                 names.append(ref)
@@ -204,17 +204,19 @@ class Renderer:
         return (self.templates_dir / name).is_file()
 
     def render(self, channel: str, template: str, lang: str, context: dict[str, Any]) -> Rendered:
-        """Render every part of one channel's template; email takes its subject from the txt part."""
+        """Render every part of one channel's template; the subject (e-mail) is set by the template of
+        the part its channel names (`Channel.subject_part`)."""
         parts: dict[str, str] = {}
         subject = None
+        subject_part = channel_class(channel).subject_part
         # one timer for all the parts: two signal calls and two timer calls per render, not per part
         with _time_limit(self.time_limit, f"{channel}/{template}.{lang}"):
             for part, name in template_paths(channel, template, lang).items():
                 parts[part], module = self._render_part(name, {**context, "lang": lang})
-                if channel == "email" and part == "txt":
+                if part == subject_part:
                     subject = getattr(module, "subject", None)
                     if not subject:
-                        raise RenderError(f"{name}: an email template must set `subject`")
+                        raise RenderError(f"{name}: an {channel} template must set `subject`")
                     subject = " ".join(str(subject).split())
         return Rendered(parts=parts, subject=subject)
 

@@ -1,9 +1,10 @@
-"""Local servers that speak Twilio's Messages API and SendGrid's v3 Mail Send, for tests and benchmarks.
+"""Local servers that speak Twilio's Messages and Calls APIs and SendGrid's v3 Mail Send, for tests and
+benchmarks.
 
 They bind 127.0.0.1 on a free port, record every accepted message, and inject faults on request:
 a share of 429/500 answers (with Retry-After), slow answers, opted-out and invalid numbers.
 
-`python -m comms.devservers [--light] [--latency S] [--fail-rate R]` runs both in their own process
+`python -m comms.dev.servers [--light] [--latency S] [--fail-rate R]` runs both in their own process
 (so a benchmark's servers do not share the pipeline's GIL), prints their URLs as one JSON line, and
 answers `GET /__stats` with what each has accepted. `--light` keeps counts per recipient instead of
 whole messages, for district-scale runs.
@@ -181,11 +182,13 @@ class _TwilioHandler(_Handler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = self._body()
         parts = urlsplit(self.path).path.split("/")
-        if len(parts) != 5 or parts[4] != "Messages.json":
+        if len(parts) != 5 or parts[4] not in ("Messages.json", "Calls.json"):
             return self._reply(404, {"code": 20404, "message": "not found", "status": 404})
         if self._injected():
             return None
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        if parts[4] == "Calls.json":
+            return self._call(parts[3], form)
         p: FakeTwilio = self.provider
         to = form.get("To", "")
         if to in p.opted_out:
@@ -221,6 +224,36 @@ class _TwilioHandler(_Handler):
                 p.by_to[to].append(msg)
         return self._reply(201, msg)
 
+    def _call(self, account: str, form: dict[str, str]) -> None:
+        """POST /2010-04-01/Accounts/{sid}/Calls.json: To, From, Twiml or Url, StatusCallback."""
+        p: FakeTwilio = self.provider
+        to = form.get("To", "")
+        if not to.startswith("+") or to in p.invalid:
+            return self._reply(400, {"code": 21211, "message": f"The 'To' number {to} is not valid", "status": 400})
+        if not form.get("From"):
+            return self._reply(400, {"code": 21213, "message": "A 'From' phone number is required", "status": 400})
+        if not (form.get("Twiml") or form.get("Url")):
+            return self._reply(400, {"code": 21205, "message": "Url or Twiml is required", "status": 400})
+        sid = "CA" + uuid.uuid4().hex
+        call = {
+            "sid": sid,
+            "account_sid": account,
+            "to": to,
+            "from": form["From"],
+            "twiml": form.get("Twiml"),
+            "url": form.get("Url"),
+            "machine_detection": form.get("MachineDetection"),
+            "status_callback": form.get("StatusCallback"),
+            "status": "queued",
+            "direction": "outbound-api",
+            "uri": f"/2010-04-01/Accounts/{account}/Calls/{sid}.json",
+        }
+        with p.lock:
+            p.record([(to, form.get("Twiml") or form.get("Url") or "")])
+            if not p.light:
+                p.calls.append(call)
+        return self._reply(201, call)
+
     def do_GET(self) -> None:  # noqa: N802
         if self._stats() or self._injected():
             return
@@ -248,6 +281,7 @@ class FakeTwilio(FakeProvider):
     def __init__(self) -> None:
         super().__init__(_TwilioHandler)
         self.messages: list[dict[str, Any]] = []
+        self.calls: list[dict[str, Any]] = []
         self.by_to: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.opted_out: set[str] = set()
         self.invalid: set[str] = set()
@@ -358,7 +392,7 @@ class FakeSendGrid(FakeProvider):
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m comms.devservers", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m comms.dev.servers", description=__doc__.split("\n\n")[0])
     ap.add_argument("--light", action="store_true", help="count per recipient instead of keeping messages")
     ap.add_argument("--latency", type=float, default=0.0, help="seconds every answer waits (a real round trip)")
     ap.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 429 or 500")

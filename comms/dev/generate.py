@@ -58,8 +58,8 @@ def generate_bundle(directory: str | Path, students: int, seed: int = 2020) -> d
         f.seed_instance(seed + i)
     n_schools = max(4, round(students / 856))  # 334,000 / 390; at least one school of each band
     schools: dict[str, list[str]] = {band: [] for band in BANDS}
-    with open(out / "orgs.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
+    with open(out / "orgs.csv", "w", newline="", encoding="utf-8") as orgs:
+        w = csv.writer(orgs)
         w.writerow(["sourcedId", "status", "dateLastModified", "name", "type", "identifier", "parentSourcedId"])
         w.writerow(["district", "", "", "Miami-Dade County Public Schools", "district", "MDCPS", ""])
         for i in range(n_schools):
@@ -164,8 +164,8 @@ def generate_bundle(directory: str | Path, students: int, seed: int = 2020) -> d
             counts["guardians"] += len(gids)
     _write_classes(out, sorted(homerooms))
     sent = {"academicSessions", "classes", "courses", "enrollments", "orgs", "users"}
-    with open(out / "manifest.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
+    with open(out / "manifest.csv", "w", newline="", encoding="utf-8") as manifest:
+        w = csv.writer(manifest)
         w.writerows(
             [
                 ["propertyName", "value"],

@@ -1,0 +1,270 @@
+"""From one valid event to ledgered messages on one channel, in stages (one module each):
+
+    audience.py   who, in which language, at which address; who is held back and why (consent...)
+    policies.py   pure rules: the suppression list, quiet hours (defer), the daily cap
+    compose.py    the template context and the texts (once per language for a mass message)
+    deliver.py    reconcile a crash's `sending` rows, the provider's answers as state changes
+
+    audience -> suppression -> render -> reconcile -> quiet hours -> daily cap -> `sending`
+             -> provider -> sent / failed / retry
+
+The Pipeline below only runs the stages in order and writes what they decide to the ledger. The
+audience goes through in chunks (5,000 families): chunks bound the memory a district-wide fan-out
+needs, and let the first families' messages go out while the last ones are still being ledgered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from comms.channels import Channel, Message, Options
+from comms.clock import Clock, system_clock
+from comms.config import Campaign, Settings
+from comms.errors import EventValidationError, TransientDeliveryError
+from comms.events import CampaignMismatch, Event, conflicting_duplicate
+from comms.ledger import FINAL, Entry, Ledger, Mark, Row, State, delivery_key, message_payload
+from comms.pipeline import deliver, policies
+from comms.pipeline.audience import Target, targets
+from comms.pipeline.compose import Composer, context
+from comms.render import Rendered, Renderer
+from comms.roster import Recipient, Roster
+
+log = logging.getLogger("comms.pipeline")
+PARTIAL_RETRY = 0.1  # seconds: some messages went through, the provider is only shedding load
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        roster: Roster,
+        renderer: Renderer,
+        ledger: Ledger,
+        channels: Mapping[str, Channel],
+        clock: Clock = system_clock,
+        chunk: int = 5000,
+    ) -> None:
+        self.settings, self.roster, self.renderer, self.ledger = settings, roster, renderer, ledger
+        self.channels = dict(channels)
+        self.clock = clock
+        self.chunk = chunk  # recipients ledgered, rendered and sent at a time
+        self.composer = Composer(settings, roster, renderer)
+
+    def context(
+        self, cid: str, campaign: Campaign, event: Event, lang: str, recipient: Recipient | None
+    ) -> dict[str, Any]:
+        return context(self.settings, self.roster, cid, campaign, event, lang, recipient)
+
+    # -- checks ---------------------------------------------------------------------------------------
+    def check(self, event: Event) -> None:
+        """Contract checks that need the roster and campaigns.yaml; raise EventValidationError."""
+        self.roster.check_event(event)
+        for cid, c in self.settings.campaigns_for(event.type):
+            try:
+                event.data.check_campaign(cid, c)
+            except CampaignMismatch as exc:
+                raise EventValidationError(str(exc), exc.field) from None
+
+    def refuse_conflict(self, event: Event) -> None:
+        """The same id with another body is a correction sent under the old id: the ledger would take it
+        for a retry and drop it without a word, so it is refused with the reason instead."""
+        if self.ledger.remember_event(event.uid, event.digest) != event.digest:
+            raise conflicting_duplicate(event)
+
+    def quiet_until(self, now: dt.datetime) -> dt.datetime | None:
+        """When quiet hours end, if `now` (district time) is inside them."""
+        return policies.quiet_until(now, self.settings.district.quiet_hours)
+
+    # -- the work -------------------------------------------------------------------------------------
+    def handle(self, event: Event, channel: str) -> Counter[str]:
+        """Deliver one event on one channel for every campaign it triggers. Returns counts by outcome.
+
+        Raises TransientDeliveryError after recording what did go out, so the caller retries the event
+        and the ledger skips the messages already sent.
+        """
+        self.check(event)
+        provider = self.channels[channel]
+        spec = provider.spec
+        campaigns = [
+            (cid, c, o) for cid, c in self.settings.campaigns_for(event.type) if (o := c.channels.get(channel))
+        ]
+        if campaigns:
+            self.refuse_conflict(event)
+        outcome: Counter[str] = Counter()
+        plans = []
+        for cid, campaign, options in campaigns:
+            who = targets(spec, options, cid, campaign, event, self.roster, self.settings.district)
+            personal = self.composer.personal(spec, options, who)
+            texts = {} if personal else self.composer.each_language(spec, options, cid, campaign, event, who, outcome)
+            plans.append((cid, campaign, options, who, texts))
+        transient: TransientDeliveryError | None = None
+        for cid, campaign, options, who, texts in plans:
+            for i in range(0, len(who), self.chunk):
+                counts, error = self._chunk(provider, event, cid, campaign, options, who[i : i + self.chunk], texts)
+                outcome.update(counts)
+                if error is not None:
+                    transient = transient or error
+                    if not counts["sent"]:
+                        raise error  # nothing got through: the provider is down, stop plowing through chunks
+        if transient is not None:
+            raise transient
+        return outcome
+
+    def _chunk(
+        self,
+        provider: Channel,
+        event: Event,
+        cid: str,
+        campaign: Campaign,
+        options: Options,
+        chunk: Sequence[Target],
+        texts: Mapping[str, Rendered],
+    ) -> tuple[Counter[str], TransientDeliveryError | None]:
+        """Ledger, hold back, render and deliver one chunk of the audience."""
+        spec = provider.spec
+        keyed = {delivery_key(event.uid, cid, spec.name, t.key): t for t in chunk}
+        rows = self.ledger.open(
+            Entry(k, event.uid, event.type, cid, spec.name, t.key, t.lang, _guardian(t), t.to) for k, t in keyed.items()
+        )
+        # deferred rows belong to the release loop; final rows are done
+        todo = {k: t for k, t in keyed.items() if rows[k].state not in FINAL and rows[k].state is not State.DEFERRED}
+        out = Counter(already_done=len(keyed) - len(todo))
+        addresses = [t.to for t in todo.values() if t.to and not t.held] if spec.address else []
+        held = policies.suppressed(todo, self.ledger.suppressed(spec.name, addresses) if addresses else {})
+        self.ledger.mark(held)
+        out["suppressed"] += len(held)
+        done = {m.key for m in held}
+        messages, refused = [], []
+        meta = spec.meta(options)
+        for k, t in todo.items():
+            if k in done:
+                continue
+            r = texts.get(t.lang)
+            if r is None:  # personal: each family's own text
+                r = self.composer.render(spec, options, cid, campaign, event, t)
+                out["rendered"] += 1
+                if why := spec.refuse(r, self.settings.district):
+                    refused.append(Mark(k, State.FAILED, None, why))
+                    continue
+            messages.append(
+                Message(
+                    key=k,
+                    channel=spec.name,
+                    campaign=cid,
+                    event_uid=event.uid,
+                    lang=t.lang,
+                    to=t.to or "",
+                    body=r.parts,
+                    subject=r.subject,
+                    priority=campaign.priority,
+                    meta=meta,
+                    guardian=_guardian(t),
+                )
+            )
+        if refused:
+            self.ledger.mark(refused)
+            out["failed"] += len(refused)
+            log.warning("%s %s: %d message(s) may not be sent: %s", spec.name, cid, len(refused), refused[0].detail)
+        counts, error = self.deliver(provider, messages, rows)
+        out.update(counts)
+        return out, error
+
+    def release_due(self, channel: str, limit: int = 500) -> Counter[str]:
+        """Send the deferred messages whose quiet hours are over."""
+        due = self.ledger.due(channel, self.clock().timestamp(), limit)
+        if not due:
+            return Counter()
+        provider = self.channels[channel]
+        listed = self.ledger.suppressed(channel, [r.destination for r in due if r.destination])
+        late_optout = [
+            Mark(r.key, State.SUPPRESSED, None, f"opted_out: {listed[r.destination]}")
+            for r in due
+            if r.destination in listed
+        ]
+        self.ledger.mark(late_optout)
+        messages = [Message(**r.payload) for r in due if r.payload and r.destination not in listed]
+        out, error = self.deliver(provider, messages, {r.key: r for r in due})
+        out["released"] += len(messages)
+        out["suppressed"] += len(late_optout)
+        if error is not None:
+            raise error
+        return out
+
+    def deliver(
+        self, provider: Channel, messages: Sequence[Message], rows: Mapping[str, Row]
+    ) -> tuple[Counter[str], TransientDeliveryError | None]:
+        """Reconcile, apply the policies, send and ledger `messages`: counts by outcome, and the
+        transient error to retry on, if any (the counts hold what did happen either way)."""
+        out: Counter[str] = Counter()
+        if not messages:
+            return out, None
+        spec = provider.spec
+        messages = deliver.as_ledgered(messages, rows)
+        crashed = [m for m in messages if rows[m.key].state is State.SENDING]
+        young, wait = deliver.settling(crashed, rows, self.clock().timestamp(), provider.reconcile_after)
+        settle = None
+        if young:
+            settle = TransientDeliveryError(
+                f"{len(young)} message(s) interrupted by a crash: the provider's records settle in {wait:.0f}s",
+                retry_after=wait,
+            )
+            later = {m.key for m in young}
+            crashed = [m for m in crashed if m.key not in later]
+            messages = [m for m in messages if m.key not in later]
+            out["settling"] += len(young)
+        if crashed:
+            found = deliver.reconciled(crashed, provider.reconcile(crashed))
+            self.ledger.mark(found)
+            out["reconciled"] += len(found)
+            recovered = {m.key for m in found}
+            messages = [m for m in messages if m.key not in recovered]
+        now = self.clock().astimezone(self.settings.district.tz)
+        if spec.quiet_hours:
+            # released messages are due: the quiet hours they waited for are over
+            waiting = [m for m in messages if rows[m.key].state is not State.DEFERRED]
+            go, later_msgs, until = policies.quiet_hours(waiting, now, self.settings.district.quiet_hours)
+            if until is not None:
+                self.ledger.defer(
+                    (m.key, message_payload(m), until.timestamp(), f"quiet hours until {until:%H:%M}")
+                    for m in later_msgs
+                )
+                out["deferred"] += len(later_msgs)
+                held = {m.key for m in later_msgs}
+                messages = [m for m in messages if m.key not in held]
+        day = now.date().isoformat()
+        if spec.daily_cap:
+            guardians = sorted({m.guardian for m in messages if m.guardian})
+            sent_today = self.ledger.sent_today(spec.name, guardians, day)
+            messages, capped = policies.daily_cap(messages, sent_today, self.settings.district.daily_cap)
+            self.ledger.mark(capped)
+            out["capped"] += len(capped)
+        error = self._send(provider, messages, rows, day, out) if messages else None
+        return out, error or settle
+
+    def _send(
+        self, provider: Channel, messages: list[Message], rows: Mapping[str, Row], day: str, out: Counter[str]
+    ) -> TransientDeliveryError | None:
+        """Record the attempt, then send; the answers become state changes."""
+        messages = provider.prepare(messages)
+        self.ledger.mark_sending((m.key, message_payload(m), day) for m in messages)
+        o = deliver.outcomes(provider.spec, messages, provider.send(messages), rows)
+        self.ledger.mark(o.marks)
+        self.ledger.suppress(o.optouts)
+        out.update({k: n for k, n in (("sent", o.sent), ("failed", o.failed), ("retry", o.retry)) if n})
+        if o.transient is not None and o.sent and o.transient.retry_after is None:
+            # Some went through: the provider is up and only shedding load, so come back soon.
+            # (When nothing gets through, the worker backs off exponentially instead.)
+            return TransientDeliveryError(str(o.transient), o.transient.code, retry_after=PARTIAL_RETRY)
+        return o.transient
+
+
+def _guardian(t: Target) -> str | None:
+    """Whose daily cap a message counts against."""
+    return t.recipient.guardian.id if t.recipient else None
+
+
+__all__ = ["Pipeline", "Target"]

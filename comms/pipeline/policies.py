@@ -1,0 +1,64 @@
+"""Stage 2, the policies: pure functions of messages, what the ledger holds and a time, that say what
+may go now and what is held. No server, no clock read: unit-tested with plain values."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from comms.channels import Message
+from comms.config import DailyCap, QuietHours
+from comms.ledger import Mark, State
+from comms.pipeline.audience import Target
+
+
+def suppressed(targets: Mapping[str, Target], listed: Mapping[str, str]) -> list[Mark]:
+    """The targets (by ledger key) held back before rendering: by the audience stage (no consent, no
+    contact...) or because their address is on the suppression list (`listed`: address -> reason)."""
+    return [
+        Mark(k, State.SUPPRESSED, None, t.held or f"opted_out: {listed[t.to or '']}")
+        for k, t in targets.items()
+        if t.held or (t.to and t.to in listed)
+    ]
+
+
+def quiet_until(now: dt.datetime, quiet: QuietHours) -> dt.datetime | None:
+    """When quiet hours end, if `now` (district time) is inside them."""
+    t = now.time()
+    inside = (t >= quiet.start or t < quiet.end) if quiet.start > quiet.end else (quiet.start <= t < quiet.end)
+    if not inside:
+        return None
+    day = now.date() if t < quiet.end else now.date() + dt.timedelta(days=1)
+    return dt.datetime.combine(day, quiet.end, tzinfo=now.tzinfo)
+
+
+def quiet_hours(
+    messages: Sequence[Message], now: dt.datetime, quiet: QuietHours
+) -> tuple[list[Message], list[Message], dt.datetime | None]:
+    """(may go now, wait for the morning, until when): inside quiet hours only emergencies go."""
+    until = quiet_until(now, quiet)
+    if until is None:
+        return list(messages), [], None
+    return (
+        [m for m in messages if m.priority == "emergency"],
+        [m for m in messages if m.priority != "emergency"],
+        until,
+    )
+
+
+def daily_cap(
+    messages: Sequence[Message], sent_today: Mapping[str, int], cap: DailyCap
+) -> tuple[list[Message], list[Mark]]:
+    """(may go, held by the cap): at most cap.normal messages per guardian and day on a channel
+    (cap.emergency for emergencies), counting those already sent today (`sent_today`)."""
+    counts = Counter(sent_today)
+    allowed, capped = [], []
+    for m in messages:
+        limit = cap.emergency if m.priority == "emergency" else cap.normal
+        if m.guardian and counts[m.guardian] >= limit:
+            capped.append(Mark(m.key, State.SUPPRESSED, None, f"daily_cap: {limit} per day"))
+        else:
+            counts[m.guardian or ""] += 1
+            allowed.append(m)
+    return allowed, capped
