@@ -38,6 +38,7 @@ from comms.channels.base import Message
 from comms.channels.sendgrid_email import mail_payload
 from comms.dev.demo import demo_events
 from comms.dev.servers import ACCOUNT_SID, API_KEY, AUTH_TOKEN, MESSAGING_SERVICE_SID, SENDER, provider_env
+from comms.roster import Roster
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache"
@@ -79,12 +80,9 @@ def stats(url: str) -> dict[str, float]:
 
 def sample(db: Path, n: int) -> tuple[list[str], list[str]]:
     """Phones and addresses of the first n guardians who would get SMS and e-mail."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    phones = [r[0] for r in conn.execute("SELECT phone FROM guardians WHERE sms_consent AND phone != '' LIMIT ?", (n,))]
-    mails = [
-        r[0] for r in conn.execute("SELECT email FROM guardians WHERE email_consent AND email != '' LIMIT ?", (n,))
-    ]
-    conn.close()
+    guardians = list(Roster.load(db).guardians.values())
+    phones = [g.phone for g in guardians if "sms" in g.consents and g.phone][:n]
+    mails = [g.email for g in guardians if "email" in g.consents and g.email][:n]
     return phones, mails
 
 

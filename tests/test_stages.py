@@ -148,3 +148,39 @@ def test_a_new_event_type_is_one_declaration(tmp_path: Path, env: Env, monkeypat
     assert sent == {("en", "sent"): 1, ("es", "sent"): 1}
     texts = [p.read_text("utf-8") for p in (tmp_path / "out" / "outbox" / "sms").iterdir()]
     assert any("Sunset Palms Elementary cerrada viernes, 4 de septiembre de 2020" in t for t in texts), texts
+
+
+def test_provider_answers_become_state_changes() -> None:
+    from comms.channels import SendResult
+    from comms.channels.twilio_sms import TwilioSmsChannel
+    from comms.errors import PermanentDeliveryError, TransientDeliveryError
+    from comms.ledger import Row
+    from comms.pipeline import deliver
+
+    messages = [msg("ok"), msg("stop"), msg("busy"), msg("released")]
+    rows = {m.key: Row(m.key, State.PENDING, None, None, 0.0, "G1") for m in messages}
+    rows["released"] = Row("released", State.DEFERRED, None, None, 0.0, "G1")
+    results = [
+        SendResult("ok", provider_id="SM1"),
+        SendResult("stop", error=PermanentDeliveryError("recipient opted out (replied STOP)", "21610")),
+        SendResult("busy", error=TransientDeliveryError("Twilio HTTP 429", "429")),
+        SendResult("released", error=TransientDeliveryError("Twilio HTTP 503", "503")),
+    ]
+    o = deliver.outcomes(TwilioSmsChannel, messages, results, rows)
+    assert [(m.key, m.state) for m in o.marks] == [
+        ("ok", State.SENT),
+        ("stop", State.FAILED),
+        ("busy", State.PENDING),  # nothing went out: retried with the event
+        ("released", State.DEFERRED),  # back to the release loop it came from
+    ]
+    assert o.optouts == [("sms", "+1", "opted_out", "provider 21610")]  # STOP joins the suppression list
+    assert (o.sent, o.failed, o.retry) == (1, 1, 2) and o.transient is results[2].error
+
+
+def test_a_crashs_messages_wait_until_the_providers_record_settles() -> None:
+    from comms.ledger import Row
+    from comms.pipeline import deliver
+
+    rows = {k: Row(k, State.SENDING, None, None, at, None) for k, at in (("old", 900.0), ("new", 1090.0))}
+    young, wait = deliver.settling([msg("old"), msg("new")], rows, now=1100.0, reconcile_after=120.0)
+    assert [m.key for m in young] == ["new"] and wait == 110.0

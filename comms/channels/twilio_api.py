@@ -55,6 +55,12 @@ def classify(
     return PermanentDeliveryError(f"Twilio HTTP {status} code {code}: {msg}", str(code or status))
 
 
+def status_callback(url: str | None, key: str) -> dict[str, str]:
+    """The StatusCallback argument of a create call: Twilio's delivery reports name the ledger row
+    they are about, so they are matched by key, never by content."""
+    return {"status_callback": f"{url}?ledger_key={key}"} if url else {}
+
+
 class _HttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # the SDK ships no type hints
     """The SDK's aiohttp client, with a total timeout per request and the Retry-After header noted."""
 

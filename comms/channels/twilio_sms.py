@@ -16,6 +16,7 @@ from twilio.base.exceptions import TwilioRestException
 from comms.channels.base import Channel, Message, SendResult, configured
 from comms.channels.segments import sms_size
 from comms.channels.twilio_api import TWILIO_VARS, TwilioChannel
+from comms.channels.twilio_api import status_callback as twilio_callback
 from comms.errors import TransientDeliveryError
 
 if TYPE_CHECKING:
@@ -48,9 +49,7 @@ def sms_params(
         params["messaging_service_sid"] = messaging_service_sid
     else:
         params["from_"] = from_
-    if status_callback:
-        params["status_callback"] = f"{status_callback}?ledger_key={m.key}"
-    return params
+    return {**params, **twilio_callback(status_callback, m.key)}
 
 
 class TwilioSmsChannel(TwilioChannel):

@@ -19,6 +19,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from comms.channels.base import Channel, Message, Options, configured
 from comms.channels.twilio_api import TWILIO_VARS, TwilioChannel
+from comms.channels.twilio_api import status_callback as twilio_callback
 from comms.events.models import HttpsUrl, Lang
 
 #: Twilio's text-to-speech voices by family language; Haitian Creole has none
@@ -49,9 +50,7 @@ def call_params(m: Message, *, from_: str, status_callback: str | None) -> dict[
     params: dict[str, Any] = {"to": m.to, "from_": from_, "twiml": str(response)}
     if m.meta.get("machine_detection"):
         params["machine_detection"] = "Enable"
-    if status_callback:
-        params["status_callback"] = f"{status_callback}?ledger_key={m.key}"
-    return params
+    return {**params, **twilio_callback(status_callback, m.key)}
 
 
 class TwilioVoiceChannel(TwilioChannel):
