@@ -18,11 +18,12 @@ from comms.channels import Channel, channel_classes
 from comms.clock import Clock, clock_from_env
 from comms.config import Settings, load_settings
 from comms.errors import BusUnavailableError, ConfigError
+from comms.feedback import Feedback
 from comms.ledger import Ledger
 from comms.pipeline import Pipeline
 from comms.render import Renderer
 from comms.roster import FIXTURE, Roster
-from comms.worker import ATTENDANCE, Worker, consumer_names, group_name
+from comms.worker import FEEDBACK, Worker, consumer_names, group_name
 
 DEFAULT_TOPIC = "comms.events"
 log = logging.getLogger("comms.app")
@@ -39,6 +40,7 @@ class Env:
     ledger: Path
     roster: Path
     topic: str
+    feedback_topic: str  # what the providers report back (comms serve writes it, the feedback consumer reads)
     test_now: str | None = None  # COMMS_TEST_NOW: a fixed clock for tests of quiet hours and caps
 
     @classmethod
@@ -53,6 +55,7 @@ class Env:
             ledger=Path(e.get("COMMS_LEDGER", str(var / "ledger.db"))),
             roster=Path(e.get("COMMS_ROSTER", str(FIXTURE))),
             topic=e.get("COMMS_TOPIC", DEFAULT_TOPIC),
+            feedback_topic=e.get("COMMS_FEEDBACK_TOPIC") or f"{e.get('COMMS_TOPIC', DEFAULT_TOPIC)}.feedback",
             test_now=e.get("COMMS_TEST_NOW") or None,
         )
 
@@ -107,11 +110,25 @@ class App:
 
     def workers(self, names: list[str] | None = None) -> list[Worker]:
         by_consumer = {c.consumer: c for c in channel_classes()}
-        unknown = [n for n in names or () if n not in by_consumer and n != ATTENDANCE]
+        unknown = [n for n in names or () if n not in consumer_names()]
         if unknown:
             raise ConfigError(f"unknown consumer {unknown[0]!r}; known: {', '.join(consumer_names())}")
         workers = []
         for n in names or consumer_names():
+            if n == FEEDBACK:  # the providers' reports, on their own topic: one ledger write per batch
+                feedback = Feedback(self.pipeline.ledger)
+                consumer = self.bus.consumer(group_name(n), [self.env.feedback_topic])
+                workers.append(
+                    Worker(
+                        n,
+                        self.bus,
+                        consumer,
+                        feedback.handle,
+                        self.env.feedback_topic,
+                        handle_many=feedback.handle_many,
+                    )  # fmt: skip
+                )
+                continue
             consumer = self.bus.consumer(group_name(n), [self.env.topic])
             spec = by_consumer.get(n)
             if spec is None:  # attendance: counts absences, publishes threshold events

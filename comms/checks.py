@@ -80,6 +80,11 @@ def check_templates(settings: Settings, env: Env) -> list[str]:
                             f"campaigns.{cid}.channels.{channel}.template: "
                             f"{env.templates / name} does not exist ({lang})"
                         )
+    for lang in settings.district.languages:  # the answer to a HELP text (comms serve)
+        try:
+            renderer.render("sms", "_help", lang, {"district": settings.district})
+        except RenderError as exc:
+            problems.append(f"the answer to HELP ({lang}): {exc}")
     if problems:
         return problems
     p = _pipeline(env, settings)

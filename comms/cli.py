@@ -11,7 +11,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from rich.table import Column, Table
 
 from comms.errors import CommsError, ConfigError, EventValidationError
 from comms.events import load_json, parse_event
+
+if TYPE_CHECKING:
+    from comms.producers import Producers
 
 app = typer.Typer(
     add_completion=False,
@@ -157,6 +160,31 @@ def run(
         _fail(failed)
     for w in workers:
         out.print(f"{w.group}: " + ", ".join(f"{k} {v}" for k, v in sorted(w.stats.items())) or "idle")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+    verbose: Annotated[bool, typer.Option("-v")] = False,
+) -> None:
+    """Take the providers' webhooks (delivery receipts, replies, bounces) and one-click unsubscribes."""
+    import uvicorn
+
+    from comms.serve import service_from_env
+
+    _logging(verbose)
+    try:  # every setting and file checked here, once, with one line saying what is wrong
+        service_from_env().bus.close()
+    except CommsError as exc:
+        _fail(exc)
+    # uvicorn stops gracefully on SIGTERM, then raises the signal again for the handler it found: a
+    # quiet one here, so `docker stop` ends with exit 0 once every acknowledged request is on the bus
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    # no access log: a query string holds an unsubscribe token, which names an address
+    uvicorn.run(
+        "comms.serve:app_from_env", factory=True, host=host, port=port, access_log=False, log_level="warning",
+    )  # fmt: skip
 
 
 @app.command()
@@ -300,6 +328,57 @@ def demo(
         f"Drafts and messages are under {a.env.out}/ (folders in the last column). "
         "Suppressed: no consent, no contact or the daily cap; `comms report CAMPAIGN` says which."
     )
+
+
+producer_app = typer.Typer(help="The district systems that may publish over HTTP (POST /events of comms serve).")
+app.add_typer(producer_app, name="producer")
+
+
+def _producers() -> Producers:
+    from comms.app import Env
+    from comms.producers import Producers
+
+    return Producers(Env.from_environ().ledger.with_name("producers.db"))
+
+
+@producer_app.command("add")
+def producer_add(name: Annotated[str, typer.Argument(help="the system, e.g. sis, food-services, it")]) -> None:
+    """Make a bearer token for NAME (a new one replaces the old); it is shown this once."""
+    try:
+        p = _producers()
+        token = p.add(name)
+        p.close()
+    except CommsError as exc:
+        _fail(exc)
+    out.print(f"producer {name}: Authorization: Bearer {token}", highlight=False, soft_wrap=True)
+    out.print("Store it in that system's secrets now: only its hash is kept here.")
+
+
+@producer_app.command("remove")
+def producer_remove(name: Annotated[str, typer.Argument()]) -> None:
+    """Revoke NAME's token at once."""
+    try:
+        p = _producers()
+        removed = p.remove(name)
+        p.close()
+    except CommsError as exc:
+        _fail(exc)
+    if not removed:
+        _fail(ConfigError(f"no producer {name!r}"))
+    out.print(f"producer {name}: token revoked")
+
+
+@producer_app.command("list")
+def producer_list() -> None:
+    """The producers that have a token."""
+    try:
+        p = _producers()
+        names = p.names()
+        p.close()
+    except CommsError as exc:
+        _fail(exc)
+    for n in names:
+        out.print(n)
 
 
 roster_app = typer.Typer(help="The roster: schools, students, guardians, from OneRoster 1.1 CSV.")
@@ -462,8 +541,14 @@ def suppress_import(
 
 
 @app.command()
-def report(campaign: Annotated[str, typer.Argument(help="a campaign id from campaigns.yaml")]) -> None:
-    """Messages of one campaign per channel, language and state, and why any were held back."""
+def report(
+    campaign: Annotated[str, typer.Argument(help="a campaign id from campaigns.yaml")],
+    replies: Annotated[
+        bool, typer.Option("--replies", help="also the texts families sent that are not keywords")
+    ] = False,
+) -> None:
+    """Messages of one campaign per channel, language and state (sent, delivered, undelivered, bounced...),
+    and why any were held back or not delivered."""
     from comms.app import Env
     from comms.ledger import Ledger
 
@@ -471,12 +556,24 @@ def report(campaign: Annotated[str, typer.Argument(help="a campaign id from camp
     t = Table("channel", "language", "state", "messages", title=f"campaign {campaign}")
     for _, channel, lang, state, n in ledger.counts(campaign):
         t.add_row(channel, lang, state, str(n))
-    why = Table("channel", "state", "why", "messages", title="held back")
+    why = Table("channel", "state", "why", "messages", title="held back, failed or not delivered")
     for channel, state, detail, n in ledger.details(campaign):
         why.add_row(channel, state, detail, str(n))
+    since = Table("channel", "language", "families", title="opted out since their message (STOP, unsubscribe...)")
+    for channel, lang, n in ledger.opted_out_since(campaign):
+        since.add_row(channel, lang, str(n))
+    texts = ledger.replies() if replies else []
     ledger.close()
     out.print(t)
     out.print(why)
+    out.print(since)
+    if replies:
+        from comms.privacy import mask
+
+        rt = Table("channel", "from", "text", title="replies that are not keywords (newest first)")
+        for channel, address, body, _ in texts:
+            rt.add_row(channel, mask(address), body)
+        out.print(rt)
 
 
 @app.command()

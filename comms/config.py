@@ -162,8 +162,9 @@ class Campaign(_Model):
     @field_validator("event_type")
     @classmethod
     def _known_type(cls, v: str) -> str:
-        if v not in EVENT_TYPES:
-            raise ValueError(f"unknown event type {v!r} (known: {', '.join(sorted(EVENT_TYPES))})")
+        known = sorted(t for t, model in EVENT_TYPES.items() if model.sendable)
+        if v not in known:
+            raise ValueError(f"unknown event type {v!r} (known: {', '.join(known)})")
         return v
 
     @model_validator(mode="after")

@@ -4,7 +4,9 @@ never becomes a second message, plus the suppression list (opt-outs, bounces).
 A consumer records each message here before it commits the event's offset. States (`State`; the
 moves allowed are `TRANSITIONS`, and the ledger refuses any other with IllegalTransition):
 
-    new ──> pending ──> sending ──> sent
+    new ──> pending ──> sending ──> sent ──> delivered ──> spam_report / bounced
+       │       │           │          ├──> undelivered    the carrier's answer (Twilio ErrorCode in detail)
+       │       │           │          ├──> bounced, dropped, spam_report   SendGrid's events
        │       │           ├──────> failed      permanent: opted out at the provider, invalid address
        │       │           ├──────> pending     transient: retried (429, 5xx, timeout)
        │       │           └──────> deferred    transient while releasing, or quiet hours after a crash
@@ -15,6 +17,11 @@ moves allowed are `TRANSITIONS`, and the ledger refuses any other with IllegalTr
 
 `new` is never stored: `open()` only reads, a message not in the ledger yet comes back as `new`, and
 the first state written for it inserts its row, one row write instead of two.
+
+The states after `sent` come from the providers' callbacks (comms/feedback.py), which arrive late,
+twice or out of order: a write to a state the row has already moved past (a late `sent` after
+`delivered`, the same `delivered` twice) changes nothing and is no error. A `sending` row may move
+straight on, since a callback can beat the pipeline's own `sent`.
 
 A row left in `sending` by a crash is reconciled with the provider before any resend. A row's payload
 (the message, for a crash or a deferred send) refers to its rendered text in `contents`, where a text
@@ -47,24 +54,58 @@ class State(StrEnum):
     FAILED = "failed"
     SUPPRESSED = "suppressed"
     DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    BOUNCED = "bounced"
+    DROPPED = "dropped"
+    SPAM_REPORT = "spam_report"
 
 
 _S = State
+#: what the providers report about a message they accepted
+REPORTED = frozenset({_S.DELIVERED, _S.UNDELIVERED, _S.BOUNCED, _S.DROPPED, _S.SPAM_REPORT})
 #: state -> the states a message in it may move to; written once, enforced by every write
 TRANSITIONS: dict[State, frozenset[State]] = {
     _S.NEW: frozenset({_S.PENDING, _S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED}),
     _S.PENDING: frozenset({_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED}),
-    # SENDING -> SENDING: a crash's message that the provider does not have is sent again
-    _S.SENDING: frozenset({_S.SENT, _S.FAILED, _S.PENDING, _S.DEFERRED, _S.SUPPRESSED, _S.SENDING}),
+    # SENDING -> SENDING: a crash's message that the provider does not have is sent again;
+    # SENDING -> REPORTED: the provider's callback came before the pipeline wrote `sent`
+    _S.SENDING: frozenset({_S.SENT, _S.FAILED, _S.PENDING, _S.DEFERRED, _S.SUPPRESSED, _S.SENDING, *REPORTED}),
     _S.DEFERRED: frozenset({_S.SENDING, _S.SUPPRESSED}),
-    _S.SENT: frozenset(),
+    _S.SENT: REPORTED,
+    _S.DELIVERED: frozenset({_S.BOUNCED, _S.SPAM_REPORT}),  # an e-mail reported after its delivery
     _S.FAILED: frozenset(),
     _S.SUPPRESSED: frozenset(),
+    _S.UNDELIVERED: frozenset(),
+    _S.BOUNCED: frozenset(),
+    _S.DROPPED: frozenset(),
+    _S.SPAM_REPORT: frozenset(),
 }
-FINAL = frozenset(s for s, after in TRANSITIONS.items() if not after)
+#: the pipeline is done with a message in these: a redelivered event skips it
+FINAL = frozenset(State) - {_S.NEW, _S.PENDING, _S.SENDING, _S.DEFERRED}
+#: states in which a message went to the provider (the daily cap counts them)
+WENT_OUT = frozenset({_S.SENDING, _S.SENT, *REPORTED})
 #: state -> the stored states a message may be in to move to it
 _FROM: dict[State, tuple[str, ...]] = {
     to: tuple(sorted(s.value for s, after in TRANSITIONS.items() if to in after and s is not _S.NEW)) for to in State
+}
+
+
+def _reachable(start: State) -> frozenset[State]:
+    seen, todo = {start}, [start]
+    while todo:
+        for nxt in TRANSITIONS[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return frozenset(seen)
+
+
+#: for `sent` and what providers report: the stored states already past it, where a write to it has
+#: nothing to do (a state is past itself: the same callback twice changes nothing)
+_PAST: dict[State, tuple[str, ...]] = {
+    to: tuple(sorted(s.value for s in _reachable(to) if s not in _FROM[to])) if to in REPORTED | {_S.SENT} else ()
+    for to in State
 }
 
 
@@ -92,7 +133,7 @@ class DetailRow(NamedTuple):
     messages: int
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # 2 -> 3: `contents` (version 2 payloads, content inline, still read) and indexes that a state
 # change does not move (bench/README.md: ledger writes 26,000 -> 39,000+ rows/s)
 # 3 -> 4: `events` (each event's digest, to tell a retry from a conflicting one under the same id);
@@ -100,6 +141,7 @@ SCHEMA_VERSION = 4
 MIGRATIONS = {
     2: "DROP INDEX IF EXISTS deliveries_by_campaign; DROP INDEX IF EXISTS deliveries_deferred",
     3: "",
+    4: "",  # 4 -> 5: `replies`, created by SCHEMA
 }
 
 SCHEMA = """
@@ -139,6 +181,14 @@ CREATE TABLE IF NOT EXISTS events (
     digest  TEXT NOT NULL,
     created REAL NOT NULL
 ) WITHOUT ROWID;
+-- what families text back that is not a keyword, for the office to read (`comms report --replies`)
+CREATE TABLE IF NOT EXISTS replies (
+    provider_id TEXT PRIMARY KEY,
+    channel     TEXT NOT NULL,
+    address     TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    received    REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS suppressions (
     channel TEXT NOT NULL,
     address TEXT NOT NULL,
@@ -156,7 +206,8 @@ def sent_today_sql(guardians: int) -> str:
     # 260,000 rows, so a district-wide fan-out went quadratic (bench/README.md). By guardian: 0.5 ms.
     return (
         "SELECT guardian, count(*) FROM deliveries INDEXED BY deliveries_by_guardian_day WHERE channel=? AND "
-        f"sent_day=? AND state IN ('sending', 'sent') AND guardian IN ({','.join('?' * guardians)}) GROUP BY guardian"
+        f"sent_day=? AND state IN ({', '.join(repr(s.value) for s in sorted(WENT_OUT))}) "
+        f"AND guardian IN ({','.join('?' * guardians)}) GROUP BY guardian"
     )
 
 
@@ -272,21 +323,29 @@ class Ledger:
                 for i, (sql, rows) in enumerate(statements):
                     if rows:
                         changed = self.conn.executemany(sql, rows).rowcount
-                        if i < guarded and changed != len(rows):
-                            raise IllegalTransition(self._refused(sql, rows, to))
+                        if i < guarded and changed != len(rows) and (why := self._refused(sql, rows, to)):
+                            raise IllegalTransition(why)
                 self.conn.execute("COMMIT")
             except BaseException:
                 self._rollback()
                 raise
             self._new_events.clear()
 
-    def _refused(self, sql: str, rows: Sequence[tuple[Any, ...]], to: State | None) -> str:
-        """Which rows a guarded state change did not move, and from where (the caller holds `_lock`)."""
-        keys = [r[0] if sql.startswith("INSERT") else r[-1] for r in rows][:500]
-        q = f"SELECT key, state FROM deliveries WHERE key IN ({','.join('?' * len(keys))})"
-        found = dict(self.conn.execute(q, keys).fetchall())
-        stuck = [f"{k[:12]}… is {found[k]}" for k in keys if found.get(k) not in _FROM.get(to or State.NEW, ())]
-        return f"ledger: refused to move {', '.join(stuck[:3])} to {to}: TRANSITIONS does not allow it"
+    def _refused(self, sql: str, rows: Sequence[tuple[Any, ...]], to: State | None) -> str | None:
+        """Why a guarded state change left rows where they were, unless each of them is already past
+        `to` (then there was nothing to do). The caller holds `_lock`."""
+        keys = [r[0] if sql.startswith("INSERT") else r[-1] for r in rows]
+        found: dict[str, str] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            q = f"SELECT key, state FROM deliveries WHERE key IN ({','.join('?' * len(chunk))})"
+            found.update(self.conn.execute(q, chunk).fetchall())
+        target = to or State.NEW
+        stuck = [k for k in keys if found.get(k) not in _FROM[target] + _PAST[target]]
+        if not stuck:
+            return None
+        where = ", ".join(f"{k[:12]}… is {found.get(k, 'missing')}" for k in stuck[:3])
+        return f"ledger: refused to move {where} to {to}: TRANSITIONS does not allow it"
 
     def _write_states(
         self,
@@ -405,6 +464,32 @@ class Ledger:
                 state, items, {"provider_id": "coalesce({}, provider_id)", "detail": "{}", "updated": "{}"}
             )
 
+    def advance(self, marks: Sequence[Mark]) -> int:
+        """What a provider reported (callbacks): each mark applied where TRANSITIONS allows it from
+        the row's state, ignored otherwise (late, repeated or out of order, or a key not ours);
+        one transaction. Returns how many rows moved."""
+        now = self._now()
+        by_state: dict[State, list[tuple[Any, ...]]] = {}
+        for m in marks:
+            by_state.setdefault(m.state, []).append((m.state.value, m.provider_id, m.detail, now, m.key))
+        moved = 0
+        with self._lock, self.file.errors("cannot write"):
+            self.file.check()
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for state, rows in by_state.items():
+                    allowed = ", ".join(f"'{s}'" for s in _FROM[state])
+                    moved += self.conn.executemany(
+                        "UPDATE deliveries SET state=?, provider_id=coalesce(?, provider_id), "
+                        f"detail=coalesce(?, detail), updated=? WHERE key=? AND state IN ({allowed})",
+                        rows,
+                    ).rowcount
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        return moved
+
     def mark_sending(self, items: Iterable[tuple[str, dict[str, Any], str]]) -> None:
         """(key, payload, day) before the provider is called: what a crash leaves here is reconciled."""
         now = self._now()
@@ -472,6 +557,32 @@ class Ledger:
         )
         return self.conn.total_changes - before
 
+    def unsuppress(self, items: Iterable[tuple[str, str, str]]) -> int:
+        """(channel, address, reason prefix): take the address off the list for entries whose reason
+        starts so (a START lifts a STOP, not a bounce); returns how many were removed."""
+        rows = [(c, address_key(c, a), prefix.replace("%", "") + "%") for c, a, prefix in items]
+        if not rows:
+            return 0
+        before = self.conn.total_changes
+        self._write(("DELETE FROM suppressions WHERE channel=? AND address=? AND reason LIKE ?", rows))
+        return self.conn.total_changes - before
+
+    def keep_replies(self, items: Iterable[tuple[str, str, str, str]]) -> None:
+        """(provider id, channel, address, body) of texts that are not keywords; a repeat is ignored."""
+        now = self._now()
+        self._write(
+            (
+                "INSERT OR IGNORE INTO replies(provider_id, channel, address, body, received) VALUES (?, ?, ?, ?, ?)",
+                [(*item, now) for item in items],
+            )
+        )
+
+    def replies(self, limit: int = 50) -> list[tuple[str, str, str, float]]:
+        """(channel, address, body, received), newest first."""
+        with self._lock, self.file.errors("cannot read"):
+            q = "SELECT channel, address, body, received FROM replies ORDER BY received DESC LIMIT ?"
+            return [tuple(r) for r in self.conn.execute(q, (limit,))]
+
     def suppressed(self, channel: str, addresses: Sequence[str]) -> dict[str, str]:
         """address -> reason, for the addresses on the list."""
         out: dict[str, str] = {}
@@ -501,16 +612,30 @@ class Ledger:
             return [CountRow(*r) for r in self.conn.execute(q, args)]
 
     def details(self, campaign: str) -> list[DetailRow]:
-        """For `comms report`: why messages were suppressed, failed or deferred."""
+        """For `comms report`: why messages were held back, failed, or not delivered (Twilio's error
+        codes, SendGrid's bounce reasons), the most frequent first."""
         with self._lock, self.file.errors("cannot read"):
             return [
                 DetailRow(*r)
                 for r in self.conn.execute(
                     "SELECT channel, state, coalesce(detail, ''), count(*) FROM deliveries WHERE campaign=? "
-                    "AND state IN ('suppressed', 'failed', 'deferred') GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+                    "AND state IN ('suppressed', 'failed', 'deferred', 'undelivered', 'bounced', 'dropped', "
+                    "'spam_report') GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3",
                     (campaign,),
                 )
             ]
+
+    def opted_out_since(self, campaign: str) -> list[tuple[str, str, int]]:
+        """(channel, lang, families) of the campaign's recipients who went on the suppression list
+        after their message was sent: STOPs, unsubscribes and spam reports the campaign may have caused."""
+        q = (
+            "SELECT d.channel, d.lang, count(DISTINCT d.destination) FROM deliveries d JOIN suppressions s "
+            "ON s.channel = d.channel AND s.address = lower(d.destination) WHERE d.campaign=? AND d.state IN "
+            f"({', '.join(repr(s.value) for s in sorted(WENT_OUT))}) AND s.created >= d.updated "
+            "GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+        with self._lock, self.file.errors("cannot read"):
+            return [(c, lang, n) for c, lang, n in self.conn.execute(q, (campaign,))]
 
     def close(self) -> None:
         self.conn.close()

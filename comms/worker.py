@@ -33,13 +33,15 @@ from comms.events import Event, parse_event
 log = logging.getLogger("comms.worker")
 
 ATTENDANCE = "attendance"  # the consumer that counts absences and announces tiers
+FEEDBACK = "feedback"  # the consumer that applies the providers' reports (on the feedback topic)
 
 
 def consumer_names() -> list[str]:
-    """Every consumer, one consumer group each: one per channel (its class names it), and attendance."""
+    """Every consumer, one consumer group each: one per channel (its class names it), attendance and
+    feedback."""
     from comms.channels import channel_classes
 
-    return [*(c.consumer for c in channel_classes()), ATTENDANCE]
+    return [*(c.consumer for c in channel_classes()), ATTENDANCE, FEEDBACK]
 
 
 def group_name(consumer: str) -> str:
@@ -54,6 +56,8 @@ class Worker:
     handle: Callable[[Event], Counter[str]]  # one valid event -> counts by outcome
     topic: str
     release: Callable[[], Counter[str]] | None = None  # deferred messages now due, if the consumer has any
+    # a whole batch at once, for consumers whose work is one write per batch (the feedback reports)
+    handle_many: Callable[[list[Event]], Counter[str]] | None = None
     backoff: float = 0.0
     failures: int = 0  # transient failures in a row: the pause doubles with each, up to 30 s
     stats: Counter[str] = field(default_factory=Counter)
@@ -76,6 +80,8 @@ class Worker:
             self.stats.update(counts)
             released = counts["released"]
         records = self.consumer.poll(max_records=max_records, timeout=timeout)
+        if self.handle_many is not None:
+            return self._step_many(records)
         done: list[Record] = []
         for rec in records:
             try:
@@ -100,6 +106,34 @@ class Worker:
         self.consumer.commit(done)
         self.failures = 0
         return len(records) + released
+
+    def _step_many(self, records: list[Record]) -> int:
+        """Validate each record (dead-lettering the bad ones), apply the rest in one call, commit."""
+        assert self.handle_many is not None
+        valid: list[tuple[Record, Event]] = []
+        for rec in records:
+            try:
+                if rec.problem:
+                    raise EventValidationError(rec.problem)
+                valid.append((rec, parse_event(rec.value)))
+            except EventValidationError as exc:
+                self._dead_letter(rec, str(exc))
+        try:
+            self.stats.update(self.handle_many([e for _, e in valid]))
+        except (BusError, StoreError, ConfigError):
+            raise
+        except Exception:  # noqa: BLE001 - one record runs into a defect: find it, keep the others
+            for rec, event in valid:
+                try:
+                    self.stats.update(self.handle_many([event]))
+                except (BusError, StoreError, ConfigError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - dead-lettered with the reason, not swallowed
+                    self._dead_letter(rec, f"could not be handled ({exc.__class__.__name__}: {exc})", error=True)
+        self.stats["events"] += len(valid)
+        self.consumer.commit(records)
+        self.failures = 0
+        return len(records)
 
     def _dead_letter(self, rec: Record, reason: str, error: bool = False) -> None:
         self.bus.dead_letter(rec, reason, self.group)

@@ -20,6 +20,7 @@ CONSUMERS = {  # service -> the module it runs, and its arguments
     "email": ("consumers.email",),
     "attendance": ("consumers.attendance",),
     "voice": ("consumers", "voice"),
+    "feedback": ("consumers", "feedback"),
 }
 
 
@@ -31,7 +32,9 @@ def test_every_consumer_has_a_service() -> None:
 
 def test_services_and_images() -> None:
     services = COMPOSE["services"]
-    assert set(services) == {"kafka", *CONSUMERS}
+    assert set(services) == {"kafka", "serve", *CONSUMERS}
+    assert services["serve"]["command"][:2] == ["comms", "serve"]
+    assert services["serve"]["ports"] == ["127.0.0.1:8080:8080"]  # the host publishes it on loopback only
     assert re.fullmatch(r"apache/kafka:\d+\.\d+\.\d+", services["kafka"]["image"])  # official image, pinned
     env = services["kafka"]["environment"]
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft: no ZooKeeper

@@ -34,7 +34,7 @@ def test_an_old_ledger_is_refused_with_what_to_do(tmp_path: Path) -> None:
     conn.execute("CREATE TABLE deliveries (key TEXT PRIMARY KEY)")
     conn.commit()
     conn.close()
-    with pytest.raises(ConfigError, match="has schema 0, this version needs 4: move the file aside"):
+    with pytest.raises(ConfigError, match=f"has schema 0, this version needs {SCHEMA_VERSION}: move the file aside"):
         Ledger(path)
 
 

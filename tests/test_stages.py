@@ -73,7 +73,8 @@ def test_suppressed_names_the_reason() -> None:
 
 
 def test_the_ledger_refuses_a_move_transitions_do_not_allow(tmp_path: Path) -> None:
-    assert {State.SENT, State.FAILED, State.SUPPRESSED} == FINAL
+    assert {State.SENT, State.FAILED, State.SUPPRESSED} <= FINAL
+    assert not {State.NEW, State.PENDING, State.SENDING, State.DEFERRED} & FINAL
     assert all(State.NEW not in after for after in TRANSITIONS.values())
     ledger = Ledger(tmp_path / "l.db", Clock(NOON))
     e = Entry("k1", "src#1", "meals.schedule", "meal-schedule", "sms", "G1", "en", "G1", "+13055550101")
@@ -184,3 +185,24 @@ def test_a_crashs_messages_wait_until_the_providers_record_settles() -> None:
     rows = {k: Row(k, State.SENDING, None, None, at, None) for k, at in (("old", 900.0), ("new", 1090.0))}
     young, wait = deliver.settling([msg("old"), msg("new")], rows, now=1100.0, reconcile_after=120.0)
     assert [m.key for m in young] == ["new"] and wait == 110.0
+
+
+def test_reports_move_a_row_forward_only(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db", Clock(NOON))
+    e = Entry("k1", "src#1", "meals.schedule", "meal-schedule", "sms", "G1", "en", "G1", "+13055550101")
+    ledger.open([e])
+    ledger.mark([Mark("k1", State.SENDING)])
+    # the provider's callback beats the pipeline's own `sent`: that `sent` is then nothing to do
+    assert ledger.advance([Mark("k1", State.DELIVERED, "SM1")]) == 1
+    ledger.mark([Mark("k1", State.SENT, "SM1")])
+    assert ledger.advance([Mark("k1", State.DELIVERED), Mark("k1", State.UNDELIVERED, None, "30003")]) == 0
+    assert ledger.advance([Mark("nobody", State.DELIVERED)]) == 0  # not our key: ignored
+    assert ledger.rows(["k1"])["k1"].state is State.DELIVERED
+    ledger.close()
+
+
+def test_a_familys_bulk_unsubscribe_does_not_stop_an_emergency() -> None:
+    assert not policies.stops(policies.UNSUBSCRIBED, emergency=True)
+    assert policies.stops(policies.UNSUBSCRIBED, emergency=False)
+    for reason in ("opted_out: replied STOP", "bounced: 550", "spam_report", "unsubscribed"):  # the last: a CSV
+        assert policies.stops(reason, emergency=True)

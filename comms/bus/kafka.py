@@ -18,6 +18,7 @@ go without polling, which is also how long a rebalance waits for members that do
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -94,7 +95,23 @@ def _record(r: Any) -> Record:
             problems.append(f"header {k!r} is not UTF-8 text")
             headers[k] = v.decode("utf-8", "replace")
     key = r.key.decode("utf-8", "replace") if r.key is not None else None
+    if "ce_specversion" in headers and not problems:
+        value = _structured(headers, value, problems)
     return Record(r.topic, r.partition, r.offset, key, value, headers, r.timestamp / 1000, "; ".join(problems) or None)
+
+
+def _structured(headers: dict[str, str], value: bytes, problems: list[str]) -> bytes:
+    """A record in the CloudEvents Kafka binding's binary mode (the attributes in `ce_` headers, the
+    data as the value: several official SDKs' default) as the structured JSON the contract reads."""
+    try:
+        data = json.loads(value.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        problems.append("a binary-mode CloudEvent whose data is not JSON")
+        return value
+    doc: dict[str, Any] = {k[3:]: v for k, v in headers.items() if k.startswith("ce_")}
+    doc["datacontenttype"] = headers.get("content-type", "application/json")
+    doc["data"] = data
+    return json.dumps(doc, ensure_ascii=False).encode("utf-8")
 
 
 class KafkaBusConsumer(Consumer):

@@ -20,6 +20,7 @@ import socket
 import urllib.error
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +30,47 @@ from sendgrid import SendGridAPIClient
 
 from comms.addresses import email_key
 from comms.channels.base import Channel, Message, Options, SendResult, configured, retry_after
+from comms.clock import Clock, clock_from_env
 from comms.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from comms.privacy import quiet_sdk_loggers, scrub
+from comms.unsubscribe import make_token
 
 log = logging.getLogger("comms.channels.sendgrid")
 MAX_PERSONALIZATIONS = 1000
 
 
-def mail_payload(messages: Sequence[Message], *, sender: str, sender_name: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class OneClick:
+    """RFC 8058 one-click unsubscribe for bulk (non-emergency) e-mail: each message's own signed link."""
+
+    url: str  # COMMS_PUBLIC_URL + /unsubscribe
+    secret: str
+    clock: Clock
+    mailto: str | None = None
+
+    def headers(self, m: Message) -> dict[str, str]:
+        if m.priority == "emergency":  # an emergency reaches everyone, unsubscribed or not
+            return {}
+        link = f"<{self.url}?token={make_token(self.secret, m.to, self.clock().timestamp())}>"
+        mailto = f", <mailto:{self.mailto}?subject=unsubscribe>" if self.mailto else ""
+        return {"List-Unsubscribe": link + mailto, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+def mail_payload(
+    messages: Sequence[Message], *, sender: str, sender_name: str | None = None, one_click: OneClick | None = None
+) -> dict[str, Any]:
     """The JSON body of one /v3/mail/send request for messages sharing their content (pinned by a test)."""
     first = messages[0]
     if len(messages) > MAX_PERSONALIZATIONS:
         raise ValueError(f"{len(messages)} personalizations: SendGrid takes {MAX_PERSONALIZATIONS} at most")
     payload: dict[str, Any] = {
         "personalizations": [
-            {"to": [{"email": m.to}], "custom_args": {"ledger_key": m.key, "campaign": m.campaign}} for m in messages
+            {
+                "to": [{"email": m.to}],
+                "custom_args": {"ledger_key": m.key, "campaign": m.campaign},
+                **({"headers": h} if one_click and (h := one_click.headers(m)) else {}),
+            }
+            for m in messages
         ],
         "from": {"email": sender, **({"name": sender_name} if sender_name else {})},
         "subject": first.subject,
@@ -114,7 +141,9 @@ class SendGridEmailChannel(Channel):
         timeout: float = 15.0,
         batch_size: int = MAX_PERSONALIZATIONS,
         reconcile_after: float = 120.0,
+        one_click: OneClick | None = None,
     ) -> None:
+        self.one_click = one_click
         quiet_sdk_loggers()
         self.client = SendGridAPIClient(api_key=api_key, host=(api_url or "https://api.sendgrid.com").rstrip("/"))
         self.client.client.timeout = timeout
@@ -134,6 +163,14 @@ class SendGridEmailChannel(Channel):
             sender_name=environ.get("COMMS_EMAIL_FROM_NAME") or None,
             api_url=environ.get("COMMS_SENDGRID_API_URL") or None,
             reconcile_after=float(environ.get("COMMS_SENDGRID_RECONCILE_AFTER", "120")),
+            one_click=OneClick(
+                f"{public.rstrip('/')}/unsubscribe",
+                environ["COMMS_UNSUBSCRIBE_SECRET"],
+                clock_from_env(environ),
+                environ.get("COMMS_UNSUBSCRIBE_MAILTO") or None,
+            )
+            if (public := environ.get("COMMS_PUBLIC_URL")) and environ.get("COMMS_UNSUBSCRIBE_SECRET")
+            else None,
         )
 
     @classmethod
@@ -175,7 +212,7 @@ class SendGridEmailChannel(Channel):
     ) -> tuple[list[SendResult] | None, tuple[DeliveryError, dict[int, str]] | None]:
         """(results, None) when the request went through or failed as a whole for a reason that is not
         one address; (None, (error, {index: message})) for a 400 naming personalizations."""
-        payload = mail_payload(batch, sender=self.sender, sender_name=self.sender_name)
+        payload = mail_payload(batch, sender=self.sender, sender_name=self.sender_name, one_click=self.one_click)
         error: DeliveryError
         try:
             resp = self.client.client.mail.send.post(request_body=payload)

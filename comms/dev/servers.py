@@ -13,6 +13,7 @@ whole messages, for district-scale runs.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import random
@@ -21,6 +22,9 @@ import signal
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -29,6 +33,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import email_validator
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from twilio.request_validator import RequestValidator
 
 # Credentials for the local servers (they check only their shape) and the sender they expect.
 ACCOUNT_SID, AUTH_TOKEN, MESSAGING_SERVICE_SID = "AC" + "1" * 32, "token", "MG" + "2" * 32
@@ -277,6 +285,23 @@ class _TwilioHandler(_Handler):
         )
 
 
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    """POST as a provider's webhook client does: (status, body), an HTTP error included."""
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - a URL the test gives
+            return resp.status, resp.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
+
+
+def twilio_post(url: str, params: dict[str, str], token: str = AUTH_TOKEN) -> tuple[int, str]:
+    """POST a form to a webhook signed as Twilio signs it: HMAC-SHA1 of the URL and the sorted params."""
+    signature = RequestValidator(token).compute_signature(url, params)
+    body = urllib.parse.urlencode(params).encode()
+    return post(url, body, {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature})
+
+
 class FakeTwilio(FakeProvider):
     def __init__(self) -> None:
         super().__init__(_TwilioHandler)
@@ -286,6 +311,33 @@ class FakeTwilio(FakeProvider):
         self.opted_out: set[str] = set()
         self.invalid: set[str] = set()
         self.rejections: dict[str, tuple[int, str]] = {}  # number -> (Twilio error code, message)
+
+    def report(
+        self, statuses: tuple[str, ...] = ("sent", "delivered"), *, error_code: str | None = None
+    ) -> list[tuple[int, str]]:
+        """Call each accepted message's and call's StatusCallback with `statuses`, in that order (pass
+        them reversed for out of order, repeated for Twilio's retries); the answers."""
+        answers = []
+        with self.lock:
+            sent = [("MessageSid", "MessageStatus", m) for m in self.messages] + [
+                ("CallSid", "CallStatus", c) for c in self.calls
+            ]
+        for sid_field, status_field, m in sent:
+            if not m.get("status_callback"):
+                continue
+            for status in statuses:
+                params = {sid_field: m["sid"], status_field: status, "AccountSid": m["account_sid"], "To": m["to"]}
+                if error_code:
+                    params["ErrorCode"] = error_code
+                answers.append(twilio_post(m["status_callback"], params))
+        return answers
+
+    def text(self, url: str, from_: str, body: str, opt_out_type: str | None = None) -> tuple[int, str]:
+        """A family's text to the district's number, as Twilio posts it to the inbound webhook."""
+        params = {"MessageSid": "SM" + uuid.uuid4().hex, "From": from_, "To": "+13055550000", "Body": body}
+        if opt_out_type:
+            params["OptOutType"] = opt_out_type
+        return twilio_post(url, params)
 
 
 class _SendGridHandler(_Handler):
@@ -362,6 +414,7 @@ class _SendGridHandler(_Handler):
                         "subject": doc["subject"],
                         "categories": doc.get("categories", []),
                         "asm": doc.get("asm"),
+                        "headers": per.get("headers", {}),
                         "x_message_id": msg_id,
                     }
                 )
@@ -389,6 +442,40 @@ class FakeSendGrid(FakeProvider):
         self.by_request: dict[str, list[tuple[str, str]]] = defaultdict(list)  # for the Email Activity API
         self.activity = True  # False: answer /v3/messages 403, as for an account without the add-on
         self.omit_message_id = False  # True: a 202 without X-Message-Id, which SendGrid does not promise
+        self.signing_key = ec.generate_private_key(ec.SECP256R1())  # the Event Webhook's, per server
+
+    @property
+    def public_key(self) -> str:
+        """The verification key as SendGrid's settings page shows it: base64 of the DER public key."""
+        der = self.signing_key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        return base64.b64encode(der).decode()
+
+    def signed_post(self, url: str, payload: str, timestamp: int) -> tuple[int, str]:
+        """POST as the signed Event Webhook does: ECDSA P-256 over the timestamp and the body."""
+        signature = self.signing_key.sign((str(timestamp) + payload).encode(), ec.ECDSA(hashes.SHA256()))
+        headers = {
+            "Content-Type": "application/json",
+            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+            "X-Twilio-Email-Event-Webhook-Timestamp": str(timestamp),
+        }
+        return post(url, payload.encode(), headers)
+
+    def report(self, url: str, event: str, timestamp: int, **extra: Any) -> tuple[int, str]:
+        """One Event Webhook batch: `event` for every accepted e-mail, custom_args at the top level."""
+        with self.lock:
+            events = [
+                {
+                    "email": d["to"],
+                    "event": event,
+                    "sg_event_id": uuid.uuid4().hex,
+                    "sg_message_id": d["x_message_id"],
+                    "timestamp": timestamp,
+                    **d["custom_args"],
+                    **extra,
+                }
+                for d in self.deliveries
+            ]
+        return self.signed_post(url, json.dumps(events), timestamp)
 
 
 def main(argv: list[str] | None = None) -> None:

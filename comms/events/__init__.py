@@ -8,6 +8,7 @@ from comms.events.envelope import (
     load_json,
     make_event,
     parse_event,
+    validate_data,
 )
 from comms.events.models import (
     EVENT_TYPES,
@@ -16,10 +17,13 @@ from comms.events.models import (
     AbsenceThreshold,
     AttendanceRecorded,
     CampaignMismatch,
+    EmailEvent,
     EventData,
     Lang,
     MealsSchedule,
     PlatformSwitch,
+    ProviderStatus,
+    ReplyReceived,
     RosterRef,
     Scope,
 )
@@ -33,6 +37,7 @@ __all__ = [
     "AttendanceRecorded",
     "CampaignMismatch",
     "Envelope",
+    "EmailEvent",
     "EventData",
     "Lang",
     "RosterRef",
@@ -40,8 +45,11 @@ __all__ = [
     "Event",
     "MealsSchedule",
     "PlatformSwitch",
+    "ProviderStatus",
+    "ReplyReceived",
     "conflicting_duplicate",
     "load_json",
     "make_event",
     "parse_event",
+    "validate_data",
 ]

@@ -94,6 +94,21 @@ def load_json(text: str) -> Any:
         raise EventValidationError(f"invalid JSON: {str(exc).split(';')[0]}") from None
 
 
+def validate_data(type_: str, data: Any) -> EventData:
+    """The `data` of an event of `type_`, validated by its model; EventValidationError names the field."""
+    model = EVENT_TYPES.get(type_)
+    if model is None:
+        known = ", ".join(sorted(EVENT_TYPES))
+        raise EventValidationError(f"type: unknown event type {type_!r} (known: {known})", "type")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        reason, field = _describe(exc, prefix="data.")
+        raise EventValidationError(reason, field) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise EventValidationError(f"data: {exc.__class__.__name__}: {exc}") from None
+
+
 def parse_event(raw: bytes | str) -> Event:
     """Parse and validate one event. Raises EventValidationError whose reason names the field."""
     if isinstance(raw, str):
@@ -114,17 +129,7 @@ def parse_event(raw: bytes | str) -> Event:
         raise EventValidationError(reason, field) from None
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # a validator met what it cannot compare
         raise EventValidationError(f"envelope: {exc.__class__.__name__}: {exc}") from None
-    model = EVENT_TYPES.get(env.type)
-    if model is None:
-        known = ", ".join(sorted(EVENT_TYPES))
-        raise EventValidationError(f"type: unknown event type {env.type!r} (known: {known})", "type")
-    try:
-        data = model.model_validate(env.data)
-    except ValidationError as exc:
-        reason, field = _describe(exc, prefix="data.")
-        raise EventValidationError(reason, field) from None
-    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise EventValidationError(f"data: {exc.__class__.__name__}: {exc}") from None
+    data = validate_data(env.type, env.data)
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return Event(id=env.id, source=env.source, type=env.type, time=env.time, data=data, raw=raw, digest=digest)

@@ -111,6 +111,8 @@ class EventData(BaseModel):
 
     #: campaigns of this type must list tiers (attendance thresholds)
     needs_tiers: ClassVar[bool] = False
+    #: whether a campaign may send anything for it (False: a record for a consumer to apply)
+    sendable: ClassVar[bool] = True
 
     @property
     def key(self) -> str:
@@ -273,6 +275,8 @@ class AttendanceRecorded(_OneStudent, EventData):
     A later event with the same student and date (a correction, by CloudEvent `time`) replaces it.
     """
 
+    sendable = False  # counted by the attendance consumer
+
     record_id: Identifier
     student_id: Identifier
     school_id: Identifier
@@ -290,10 +294,74 @@ class AttendanceRecorded(_OneStudent, EventData):
         return None  # counted by the attendance consumer, never sent
 
 
+# -- what the providers report back (comms serve writes these on the feedback topic) -----------------
+LedgerKey = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+E164 = Annotated[str, StringConstraints(pattern=r"^\+[1-9]\d{7,14}$")]
+Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+
+
+class _Report(EventData):
+    """Reports are never sent to anyone: the feedback consumer applies them to the ledger."""
+
+    sendable = False
+
+    def scope(self) -> None:
+        return None
+
+
+class ProviderStatus(_Report):
+    """A delivery receipt: Twilio's status callback for one message or call."""
+
+    channel: Token
+    ledger_key: LedgerKey
+    provider_id: Token | None = None
+    status: Annotated[str, StringConstraints(pattern=r"^[a-z-]{1,32}$")]
+    error_code: Annotated[str, StringConstraints(pattern=r"^\d{1,6}$")] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"message:{self.ledger_key}"
+
+
+class ReplyReceived(_Report):
+    """A text a family sent to the district's number."""
+
+    channel: Token
+    from_number: E164
+    body: Annotated[str, StringConstraints(max_length=1600)]
+    provider_id: Token
+    opt_out_type: Literal["STOP", "START", "HELP"] | None = None  # Twilio Advanced Opt-Out's reading
+
+    @property
+    def key(self) -> str:
+        return f"phone:{self.from_number}"  # a STOP then a START from one number stay in order
+
+
+class EmailEvent(_Report):
+    """One event of SendGrid's Event Webhook (or a one-click unsubscribe, which is one too)."""
+
+    event: Literal[
+        "processed", "deferred", "delivered", "bounce", "dropped", "spamreport", "unsubscribe",
+        "group_unsubscribe", "group_resubscribe", "open", "click",
+    ]  # fmt: skip
+    email: Annotated[str, StringConstraints(min_length=3, max_length=320)]
+    ledger_key: LedgerKey | None = None
+    event_id: Token
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+    asm_group_id: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"email:{self.email.lower()}"
+
+
 #: every event type, one line each: the model declares the rest
 EVENT_TYPES: dict[str, type[EventData]] = {
     "platform.switch": PlatformSwitch,
     "meals.schedule": MealsSchedule,
     "attendance.absence-threshold": AbsenceThreshold,
     "attendance.recorded": AttendanceRecorded,
+    "provider.status": ProviderStatus,
+    "reply.received": ReplyReceived,
+    "email.event": EmailEvent,
 }

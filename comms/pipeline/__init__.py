@@ -134,7 +134,8 @@ class Pipeline:
         todo = {k: t for k, t in keyed.items() if rows[k].state not in FINAL and rows[k].state is not State.DEFERRED}
         out = Counter(already_done=len(keyed) - len(todo))
         addresses = [t.to for t in todo.values() if t.to and not t.held] if spec.address else []
-        held = policies.suppressed(todo, self.ledger.suppressed(spec.name, addresses) if addresses else {})
+        listed = self.ledger.suppressed(spec.name, addresses) if addresses else {}
+        held = policies.suppressed(todo, listed, campaign.priority == "emergency")
         self.ledger.mark(held)
         out["suppressed"] += len(held)
         done = {m.key for m in held}
@@ -184,9 +185,11 @@ class Pipeline:
             Mark(r.key, State.SUPPRESSED, None, f"opted_out: {listed[r.destination]}")
             for r in due
             if r.destination in listed
+            and policies.stops(listed[r.destination], (r.payload or {}).get("priority") == "emergency")
         ]
         self.ledger.mark(late_optout)
-        messages = [Message(**r.payload) for r in due if r.payload and r.destination not in listed]
+        stopped = {m.key for m in late_optout}
+        messages = [Message(**r.payload) for r in due if r.payload and r.key not in stopped]
         out, error = self.deliver(provider, messages, {r.key: r for r in due})
         out["released"] += len(messages)
         out["suppressed"] += len(late_optout)

@@ -12,14 +12,25 @@ from comms.config import DailyCap, QuietHours
 from comms.ledger import Mark, State
 from comms.pipeline.audience import Target
 
+#: the reason a family's own unsubscribe from bulk e-mail leaves on the suppression list (the one-click
+#: link, SendGrid's unsubscribe and group unsubscribe); an office's list (`comms suppress import`)
+#: says what it says, and stops everything
+UNSUBSCRIBED = "unsubscribed from bulk e-mail"
 
-def suppressed(targets: Mapping[str, Target], listed: Mapping[str, str]) -> list[Mark]:
+
+def stops(reason: str, emergency: bool) -> bool:
+    """Whether a suppression-list entry stops a message: a family's unsubscribe from the district's
+    bulk e-mail does not stop an emergency; a STOP, a bounce, a spam report or the office's list do."""
+    return not (emergency and reason.startswith(UNSUBSCRIBED))
+
+
+def suppressed(targets: Mapping[str, Target], listed: Mapping[str, str], emergency: bool = False) -> list[Mark]:
     """The targets (by ledger key) held back before rendering: by the audience stage (no consent, no
     contact...) or because their address is on the suppression list (`listed`: address -> reason)."""
     return [
         Mark(k, State.SUPPRESSED, None, t.held or f"opted_out: {listed[t.to or '']}")
         for k, t in targets.items()
-        if t.held or (t.to and t.to in listed)
+        if t.held or (t.to and t.to in listed and stops(listed[t.to], emergency))
     ]
 
 
