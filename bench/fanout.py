@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -138,6 +139,33 @@ def render_rates(n: int = 3000) -> dict[str, float]:
     return rates
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(url: str) -> None:
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"{url} did not answer")
+
+
+def wait_delivered(ledger: Path, t0: float, timeout: float = 900) -> float:
+    """Seconds from t0 until no SMS or e-mail is left `sent` (each has its receipt), or exit."""
+    while time.time() - t0 < timeout:
+        counts = ledger_counts(ledger)
+        if not any(counts.get((ch, "sent"), 0) for ch in ("sms", "email")):
+            return time.time() - t0
+        time.sleep(0.2)
+    sys.exit("not every message was delivered: receipts lost")
+
+
 def ledger_counts(path: Path) -> dict[tuple[str, str], int]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     rows = conn.execute("SELECT channel, state, count(*) FROM deliveries GROUP BY 1, 2").fetchall()
@@ -153,6 +181,9 @@ def main() -> None:
     ap.add_argument("--sms-concurrency", type=int, default=64, help="COMMS_SMS_CONCURRENCY")
     ap.add_argument("--only", default="sms,email,press", help="consumers to run, comma-separated")
     ap.add_argument("--profile", action="store_true", help="record each consumer with py-spy (pip install py-spy)")
+    ap.add_argument(
+        "--callbacks", action="store_true", help="the servers call `comms serve` back; wait until all are delivered"
+    )
     args = ap.parse_args()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("COMMS_", "TWILIO_", "SENDGRID_"))}
     print(
@@ -161,15 +192,19 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         db = roster(args.students, {**base_env, "COMMS_VAR": tmp})
+        serve_url = f"http://127.0.0.1:{free_port()}"
         servers = subprocess.Popen(
-            [sys.executable, "-m", "comms.dev.servers", "--light", "--latency", str(args.latency)],
+            [sys.executable, "-m", "comms.dev.servers", "--light", "--latency", str(args.latency)]
+            + (["--report-to", serve_url] if args.callbacks else []),
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
         )
         consumers: dict[str, subprocess.Popen[bytes]] = {}
+        loop: list[subprocess.Popen[bytes]] = []  # comms serve and the feedback consumer, with --callbacks
         try:
             urls = json.loads(servers.stdout.readline())  # type: ignore[union-attr]
+            sendgrid_key = urls.pop("sendgrid_key")  # the Event Webhook's verification key
             phones, mails = sample(db, args.baseline)
             base_sms, base_mail = baseline(urls, phones, mails)
             before = {k: stats(u)["accepted"] for k, u in urls.items()}
@@ -186,6 +221,18 @@ def main() -> None:
             }
             bus = open_bus(f"sqlite:///{tmp}/var/bus.db")
             Path(tmp, "var").mkdir(exist_ok=True)
+            if args.callbacks:
+                env["COMMS_TWILIO_STATUS_CALLBACK"] = f"{serve_url}/webhooks/twilio/status"
+                # the real clock: the servers sign SendGrid's events with the time they send them
+                serve_env = {
+                    **{k: v for k, v in env.items() if k != "COMMS_TEST_NOW"},
+                    "COMMS_PUBLIC_URL": serve_url,
+                    "SENDGRID_WEBHOOK_PUBLIC_KEY": sendgrid_key,
+                }
+                port = serve_url.rsplit(":", 1)[1]
+                loop.append(subprocess.Popen([*COMMS, "serve", "--port", port], env=serve_env, cwd=ROOT))
+                loop.append(subprocess.Popen([*COMMS, "run", "--only", "feedback"], env=env, cwd=ROOT))
+                wait_for(f"{serve_url}/healthz")
             t0 = time.time()
             bus.publish_many("comms.events", [("district", e) for e in demo_events()[:2]])
             bus.close()
@@ -213,7 +260,11 @@ def main() -> None:
                     results[name] = (time.time() - t0, usage.ru_maxrss // 1024, out)
                 time.sleep(0.05)
             after = {k: stats(u) for k, u in urls.items()}
+            delivered_at = wait_delivered(Path(tmp, "var", "ledger.db"), t0) if args.callbacks else None
         finally:
+            for p in loop:
+                p.terminate()
+                p.wait()
             for p in consumers.values():
                 if p.poll() is None:
                     p.kill()
@@ -228,13 +279,16 @@ def main() -> None:
     last = max(after["twilio"]["last_at"], after["sendgrid"]["last_at"]) - t0
     total = sum(sent.values())
     print(f"\nevents published -> last message accepted: {last:.1f} s ({total:,} messages, {total / last:,.0f}/s)")
+    if delivered_at is not None:
+        print(f"events published -> every message `delivered` in the ledger (callbacks on): {delivered_at:.1f} s")
     print("| consumer | at the server | ledger sent | other ledger states | done after | msgs/s | renders | peak RSS |")
     print("|---|---:|---:|---|---:|---:|---:|---:|")
+    went = ("sent", "delivered")  # with --callbacks, a sent message ends delivered
     for name, (wall, rss, out) in results.items():
         channel = {"sms": "sms", "email": "email", "press": "press_release"}[name]
         at_server = sent.get(name, 0)
-        ok = counts.get((channel, "sent"), 0)
-        other = ", ".join(f"{s} {n:,}" for (c, s), n in sorted(counts.items()) if c == channel and s != "sent")
+        ok = sum(counts.get((channel, s), 0) for s in went)
+        other = ", ".join(f"{s} {n:,}" for (c, s), n in sorted(counts.items()) if c == channel and s not in went)
         renders = re.search(r"rendered (\d+)", out)
         print(
             f"| {name} | {at_server:,} | {ok:,} | {other or '-'} | {wall:.1f} s | {ok / wall:,.0f} | "
@@ -253,10 +307,9 @@ def main() -> None:
         f"{base_time:,.0f} s for the same {total:,} messages; the pipeline is {base_time / last:.1f}x"
     )
     for ch, key in (("sms", "twilio"), ("email", "sendgrid")):
-        if ch in results and (sent[ch] != counts.get((ch, "sent"), 0) or dup[key]):
-            sys.exit(
-                f"MISMATCH on {ch}: server {sent[ch]}, ledger {counts.get((ch, 'sent'), 0)}, duplicates {dup[key]}"
-            )
+        in_ledger = sum(counts.get((ch, s), 0) for s in went)
+        if ch in results and (sent[ch] != in_ledger or dup[key]):
+            sys.exit(f"MISMATCH on {ch}: server {sent[ch]}, ledger {in_ledger}, duplicates {dup[key]}")
 
 
 if __name__ == "__main__":

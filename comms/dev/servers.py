@@ -16,6 +16,7 @@ import argparse
 import base64
 import contextlib
 import json
+import queue
 import random
 import re
 import signal
@@ -29,7 +30,7 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import email_validator
@@ -86,6 +87,7 @@ class FakeProvider:
         self.requests = 0
         self.errors_sent = 0
         self.light = False  # keep only counts per recipient (district-scale benchmarks)
+        self.reporter: queue.Queue[tuple[str, str, Any]] | None = None  # --report-to: callbacks to send
         self.accepted: Counter[str] = Counter()  # recipient -> messages accepted
         self.copies: Counter[str] = Counter()  # message (recipient and content) -> times accepted
         self.first_at = self.last_at = 0.0  # wall clock of the first and the last accepted message
@@ -97,7 +99,7 @@ class FakeProvider:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def __enter__(self) -> FakeProvider:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -230,6 +232,8 @@ class _TwilioHandler(_Handler):
             if not p.light:
                 p.messages.append(msg)
                 p.by_to[to].append(msg)
+        if p.reporter is not None and msg["status_callback"]:
+            p.reporter.put(("twilio", msg["status_callback"], {"MessageSid": sid, "MessageStatus": "delivered"}))
         return self._reply(201, msg)
 
     def _call(self, account: str, form: dict[str, str]) -> None:
@@ -418,6 +422,13 @@ class _SendGridHandler(_Handler):
                         "x_message_id": msg_id,
                     }
                 )
+        if p.reporter is not None and p.events_url:
+            events = [
+                {"email": per["to"][0]["email"], "event": "delivered", "sg_event_id": uuid.uuid4().hex,
+                 "timestamp": int(time.time()), **per.get("custom_args", {})}
+                for per in pers
+            ]  # fmt: skip
+            p.reporter.put(("sendgrid", p.events_url, events))
         self.send_response(202)
         if not p.omit_message_id:
             self.send_header("X-Message-Id", msg_id)
@@ -443,6 +454,7 @@ class FakeSendGrid(FakeProvider):
         self.activity = True  # False: answer /v3/messages 403, as for an account without the add-on
         self.omit_message_id = False  # True: a 202 without X-Message-Id, which SendGrid does not promise
         self.signing_key = ec.generate_private_key(ec.SECP256R1())  # the Event Webhook's, per server
+        self.events_url: str | None = None  # where the Event Webhook posts (--report-to)
 
     @property
     def public_key(self) -> str:
@@ -478,18 +490,49 @@ class FakeSendGrid(FakeProvider):
         return self.signed_post(url, json.dumps(events), timestamp)
 
 
+def report_back(tw: FakeTwilio, sg: FakeSendGrid, lanes: int = 8) -> queue.Queue[tuple[str, str, Any]]:
+    """Threads that call the service back as the providers do: Twilio a `delivered` status callback per
+    message, SendGrid one signed Event Webhook batch per request. Benchmarks only (--report-to)."""
+    q: queue.Queue[tuple[str, str, Any]] = queue.Queue()
+
+    def lane() -> None:
+        while True:
+            kind, url, payload = q.get()
+            for _ in range(20):  # as the providers do: retry until the service takes it
+                try:
+                    status = (
+                        twilio_post(url, payload)[0]
+                        if kind == "twilio"
+                        else sg.signed_post(url, json.dumps(payload), int(time.time()))[0]
+                    )
+                except OSError:
+                    status = 0
+                if status < 300 and status:
+                    break
+                time.sleep(0.2)
+
+    for _ in range(lanes):
+        threading.Thread(target=lane, daemon=True).start()
+    tw.reporter = sg.reporter = q
+    return q
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m comms.dev.servers", description=__doc__.split("\n\n")[0])
     ap.add_argument("--light", action="store_true", help="count per recipient instead of keeping messages")
     ap.add_argument("--latency", type=float, default=0.0, help="seconds every answer waits (a real round trip)")
     ap.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 429 or 500")
+    ap.add_argument("--report-to", help="comms serve's URL: call it back with delivery receipts and events")
     args = ap.parse_args(argv)
     with FakeTwilio() as tw, FakeSendGrid() as sg:
         for p in (tw, sg):
             p.light = args.light
             p.faults.fail_rate = args.fail_rate
             p.faults.slow_rate, p.faults.slow_seconds = (1.0, args.latency) if args.latency else (0.0, 0.0)
-        print(json.dumps({"twilio": tw.url, "sendgrid": sg.url}), flush=True)
+        if args.report_to:
+            sg.events_url = f"{args.report_to.rstrip('/')}/webhooks/sendgrid/events"
+            report_back(tw, sg)
+        print(json.dumps({"twilio": tw.url, "sendgrid": sg.url, "sendgrid_key": sg.public_key}), flush=True)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         with contextlib.suppress(KeyboardInterrupt):
