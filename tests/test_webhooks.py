@@ -22,10 +22,12 @@ import pytest
 from comms.app import App, Env
 from comms.bus import open_bus
 from comms.dev.servers import FakeSendGrid, FakeTwilio, post, twilio_post
+from comms.events import make_event
+from comms.feedback import Feedback
 from comms.ledger import Ledger, State
 from comms.unsubscribe import make_token
 from comms.worker import run
-from tests.conftest import MEALS, NOON, ROOT, SWITCH, Clock, env_vars, free_port, provider_env, reap, sigterm
+from tests.conftest import MEALS, NOON, ROOT, SWITCH, Clock, copies, env_vars, free_port, provider_env, reap, sigterm
 
 SECRET = "unsubscribe-secret-for-tests"
 
@@ -329,3 +331,34 @@ def test_report_counts_who_opted_out_after_a_campaigns_message(
     ledger = Ledger(env.ledger)
     assert ledger.opted_out_since("platform-switch") == [("sms", "en", 1)]
     ledger.close()
+
+
+def test_a_crash_interrupted_message_whose_receipt_came_is_neither_reconciled_nor_resent(
+    env: Env, providers: tuple[FakeTwilio, FakeSendGrid]
+) -> None:
+    from comms.events import parse_event
+
+    tw, _ = providers
+    deliver(env, providers, [SWITCH])
+    ledger = Ledger(env.ledger)
+    # as a crash leaves them: Twilio accepted the messages, the ledger still says `sending`
+    ledger.conn.execute("UPDATE deliveries SET state='sending' WHERE channel='sms' AND state='sent'")
+    keys = [k for (k,) in ledger.conn.execute("SELECT key FROM deliveries WHERE channel='sms' AND state='sending'")]
+    ledger.close()
+    receipts = [
+        parse_event(
+            make_event(
+                "provider.status",
+                {"channel": "sms", "ledger_key": k, "provider_id": f"SM{i}", "status": "delivered"},
+                id=f"r{i}", source="comms-serve", time=NOON.isoformat(),
+            )
+        )
+        for i, k in enumerate(keys)
+    ]  # fmt: skip
+    app = App.open(env, clock=Clock(NOON), environ={})
+    assert Feedback(app.pipeline.ledger).handle_many(receipts)["moved"] == len(keys) == 5
+    app.close()
+    requests_before = tw.requests
+    deliver(env, providers, copies(SWITCH, 1, same_id=True))  # the event redelivered after the crash
+    assert tw.requests == requests_before  # no lookup in Twilio's records, no second text
+    assert states(env, "platform-switch", "sms") == {"delivered": 5, "suppressed": 2}
