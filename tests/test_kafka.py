@@ -143,10 +143,12 @@ def test_bad_input_is_dead_lettered_on_kafka(kenv: Env) -> None:
     assert all(d.headers["reason"].startswith("invalid JSON") for d in dead)
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
+def _wait_for(predicate, timeout: float, what: str, logs: list[Path] | None = None) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            tails = [lg.read_text()[-2000:] if lg.exists() else "(no log)" for lg in logs or ()]
+            raise AssertionError(f"timed out waiting for {what}" + "".join(f"\n--- log:\n{t}" for t in tails))
         time.sleep(0.1)
 
 
@@ -241,7 +243,7 @@ def test_two_processes_share_partitions_and_kill_9_loses_nothing(tmp_path: Path)
         procs = [_start_sms(env, p) for p in logs]
         procs_stack.callback(_kill_all, procs)
         sms_dir = env.out / "outbox" / "sms"
-        _wait_for(lambda: all(_assigned(p) for p in logs), 60, "both members to be assigned partitions")
+        _wait_for(lambda: all(_assigned(p) for p in logs), 90, "both members to be assigned partitions", logs)
         bus = open_bus(env.bus_url)
         events = _absence_events(roster)
         bus.publish_many(env.topic, [(f"student:{json.loads(e)['data']['student_id']}", e) for e in events])
