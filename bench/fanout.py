@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -37,8 +36,17 @@ from twilio.rest import Client
 from comms.bus import open_bus
 from comms.channels.base import Message
 from comms.channels.sendgrid_email import mail_payload
+from comms.dev.broker import free_port
 from comms.dev.demo import demo_events
-from comms.dev.servers import ACCOUNT_SID, API_KEY, AUTH_TOKEN, MESSAGING_SERVICE_SID, SENDER, provider_env
+from comms.dev.servers import (
+    ACCOUNT_SID,
+    API_KEY,
+    AUTH_TOKEN,
+    MESSAGING_SERVICE_SID,
+    SENDER,
+    provider_env,
+    wait_until_up,
+)
 from comms.roster import Roster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,23 +147,6 @@ def render_rates(n: int = 3000) -> dict[str, float]:
     return rates
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for(url: str) -> None:
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"{url} did not answer")
-
-
 def wait_delivered(ledger: Path, t0: float, timeout: float = 900) -> float:
     """Seconds from t0 until no SMS or e-mail is left `sent` (each has its receipt), or exit."""
     while time.time() - t0 < timeout:
@@ -232,7 +223,7 @@ def main() -> None:
                 port = serve_url.rsplit(":", 1)[1]
                 loop.append(subprocess.Popen([*COMMS, "serve", "--port", port], env=serve_env, cwd=ROOT))
                 loop.append(subprocess.Popen([*COMMS, "run", "--only", "feedback"], env=env, cwd=ROOT))
-                wait_for(f"{serve_url}/healthz")
+                wait_until_up(f"{serve_url}/healthz")
             t0 = time.time()
             bus.publish_many("comms.events", [("district", e) for e in demo_events()[:2]])
             bus.close()

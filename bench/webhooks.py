@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,17 +27,11 @@ from urllib.parse import urlencode
 import aiohttp
 from twilio.request_validator import RequestValidator
 
-from comms.dev.servers import AUTH_TOKEN
+from comms.dev.broker import free_port
+from comms.dev.servers import AUTH_TOKEN, wait_until_up
 from comms.ledger import Entry, Ledger, Mark, State
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def fire(requests: list[tuple[str, bytes, str]], concurrency: int) -> tuple[list[float], list[int]]:
@@ -98,12 +91,7 @@ def main() -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=1)  # noqa: S310 - loopback
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_until_up(f"{url}/healthz")
         spy = (
             subprocess.Popen(["py-spy", "record", "-p", str(serve.pid), "-o", str(tmp / "serve.txt"), "-f", "raw"])
             if args.profile

@@ -171,20 +171,18 @@ def serve(
     """Take the providers' webhooks (delivery receipts, replies, bounces) and one-click unsubscribes."""
     import uvicorn
 
-    from comms.serve import service_from_env
+    from comms.serve import create_app, service_from_env
 
     _logging(verbose)
-    try:  # every setting and file checked here, once, with one line saying what is wrong
-        service_from_env().bus.close()
+    try:  # every setting and file read here, once, with one line saying what is wrong
+        service = service_from_env()
     except CommsError as exc:
         _fail(exc)
     # uvicorn stops gracefully on SIGTERM, then raises the signal again for the handler it found: a
     # quiet one here, so `docker stop` ends with exit 0 once every acknowledged request is on the bus
     signal.signal(signal.SIGTERM, lambda *_: None)
     # no access log: a query string holds an unsubscribe token, which names an address
-    uvicorn.run(
-        "comms.serve:app_from_env", factory=True, host=host, port=port, access_log=False, log_level="warning",
-    )  # fmt: skip
+    uvicorn.run(create_app(service), host=host, port=port, access_log=False, log_level="warning")
 
 
 @app.command()
@@ -345,9 +343,8 @@ def _producers() -> Producers:
 def producer_add(name: Annotated[str, typer.Argument(help="the system, e.g. sis, food-services, it")]) -> None:
     """Make a bearer token for NAME (a new one replaces the old); it is shown this once."""
     try:
-        p = _producers()
-        token = p.add(name)
-        p.close()
+        with _producers() as p:
+            token = p.add(name)
     except CommsError as exc:
         _fail(exc)
     out.print(f"producer {name}: Authorization: Bearer {token}", highlight=False, soft_wrap=True)
@@ -358,9 +355,8 @@ def producer_add(name: Annotated[str, typer.Argument(help="the system, e.g. sis,
 def producer_remove(name: Annotated[str, typer.Argument()]) -> None:
     """Revoke NAME's token at once."""
     try:
-        p = _producers()
-        removed = p.remove(name)
-        p.close()
+        with _producers() as p:
+            removed = p.remove(name)
     except CommsError as exc:
         _fail(exc)
     if not removed:
@@ -372,9 +368,8 @@ def producer_remove(name: Annotated[str, typer.Argument()]) -> None:
 def producer_list() -> None:
     """The producers that have a token."""
     try:
-        p = _producers()
-        names = p.names()
-        p.close()
+        with _producers() as p:
+            names = p.names()
     except CommsError as exc:
         _fail(exc)
     for n in names:

@@ -9,7 +9,6 @@ time (ledger.advance moves a row forward only; the suppression list ignores a re
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Sequence
 
@@ -17,8 +16,6 @@ from comms.events import EmailEvent, Event, ProviderStatus, ReplyReceived
 from comms.ledger import Ledger, Mark, State
 from comms.pipeline.policies import UNSUBSCRIBED
 from comms.replies import keyword
-
-log = logging.getLogger("comms.feedback")
 
 #: Twilio's message and call statuses that say how it ended; the others (queued, sent, ringing...)
 #: say nothing the ledger does not know
@@ -32,7 +29,7 @@ TWILIO_STATUS = {
     "no-answer": State.UNDELIVERED,
     "canceled": State.UNDELIVERED,
 }
-#: SendGrid events that end a message, and whether they put the address on the suppression list
+#: SendGrid events that end a message (which put its address on the list: _email_suppression)
 EMAIL_STATE = {
     "delivered": State.DELIVERED,
     "bounce": State.BOUNCED,

@@ -30,16 +30,18 @@ shared by 300,000 families is stored once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from comms.channels import REGISTRY, channel_class
 from comms.channels.base import Message
 from comms.clock import Clock, system_clock
 from comms.errors import ConfigError, IllegalTransition
@@ -211,11 +213,14 @@ def sent_today_sql(guardians: int) -> str:
     )
 
 
+@functools.cache
+def _normaliser(channel: str) -> Callable[[str], str]:
+    return channel_class(channel).normalise if channel in REGISTRY else str.strip
+
+
 def address_key(channel: str, address: str) -> str:
     """The form the channel keeps an address in on the suppression list (its class says)."""
-    from comms.channels import REGISTRY, channel_class
-
-    return channel_class(channel).normalise(address) if channel in REGISTRY else address.strip()
+    return _normaliser(channel)(address)
 
 
 def _normalise_suppressions(conn: sqlite3.Connection) -> None:
@@ -548,11 +553,11 @@ class Ledger:
     def suppress(self, items: Iterable[tuple[str, str, str, str]]) -> int:
         """(channel, address, reason, source); returns how many were new."""
         items = list(items)
-        before = self.conn.total_changes
+        before, now = self.conn.total_changes, self._now()
         self._write(
             (
                 "INSERT OR IGNORE INTO suppressions(channel, address, reason, source, created) VALUES (?, ?, ?, ?, ?)",
-                [(c, address_key(c, a), r, s, self._now()) for c, a, r, s in items],
+                [(c, address_key(c, a), r, s, now) for c, a, r, s in items],
             )
         )
         return self.conn.total_changes - before

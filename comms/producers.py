@@ -69,3 +69,9 @@ class Producers:
 
     def close(self) -> None:
         self.conn.close()
+
+    def __enter__(self) -> Producers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

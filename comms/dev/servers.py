@@ -289,6 +289,19 @@ class _TwilioHandler(_Handler):
         )
 
 
+def wait_until_up(url: str, timeout: float = 30.0) -> None:
+    """Poll a service's health URL until it answers (benchmarks start `comms serve` this way)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 - a URL the caller gives
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer in {timeout:.0f} s") from None
+            time.sleep(0.1)
+
+
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
     """POST as a provider's webhook client does: (status, body), an HTTP error included."""
     req = urllib.request.Request(url, data=body, headers=headers, method="POST")

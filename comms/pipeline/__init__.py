@@ -15,7 +15,6 @@ needs, and let the first families' messages go out while the last ones are still
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -74,10 +73,6 @@ class Pipeline:
         for a retry and drop it without a word, so it is refused with the reason instead."""
         if self.ledger.remember_event(event.uid, event.digest) != event.digest:
             raise conflicting_duplicate(event)
-
-    def quiet_until(self, now: dt.datetime) -> dt.datetime | None:
-        """When quiet hours end, if `now` (district time) is inside them."""
-        return policies.quiet_until(now, self.settings.district.quiet_hours)
 
     # -- the work -------------------------------------------------------------------------------------
     def handle(self, event: Event, channel: str) -> Counter[str]:
@@ -181,11 +176,9 @@ class Pipeline:
             return Counter()
         provider = self.channels[channel]
         listed = self.ledger.suppressed(channel, [r.destination for r in due if r.destination])
+        emergency = {r.key: (r.payload or {}).get("priority") == "emergency" for r in due}
         late_optout = [
-            Mark(r.key, State.SUPPRESSED, None, f"opted_out: {listed[r.destination]}")
-            for r in due
-            if r.destination in listed
-            and policies.stops(listed[r.destination], (r.payload or {}).get("priority") == "emergency")
+            m for r in due if (m := policies.opted_out(r.key, r.destination, listed, emergency[r.key])) is not None
         ]
         self.ledger.mark(late_optout)
         stopped = {m.key for m in late_optout}

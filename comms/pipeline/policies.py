@@ -24,14 +24,23 @@ def stops(reason: str, emergency: bool) -> bool:
     return not (emergency and reason.startswith(UNSUBSCRIBED))
 
 
+def opted_out(key: str, address: str | None, listed: Mapping[str, str], emergency: bool) -> Mark | None:
+    """The message held back because its address is on the suppression list (`listed`: address ->
+    reason) and the entry stops it, if so."""
+    reason = listed.get(address) if address else None
+    if reason is None or not stops(reason, emergency):
+        return None
+    return Mark(key, State.SUPPRESSED, None, f"opted_out: {reason}")
+
+
 def suppressed(targets: Mapping[str, Target], listed: Mapping[str, str], emergency: bool = False) -> list[Mark]:
     """The targets (by ledger key) held back before rendering: by the audience stage (no consent, no
-    contact...) or because their address is on the suppression list (`listed`: address -> reason)."""
-    return [
-        Mark(k, State.SUPPRESSED, None, t.held or f"opted_out: {listed[t.to or '']}")
+    contact...) or by the suppression list."""
+    marks = (
+        Mark(k, State.SUPPRESSED, None, t.held) if t.held else opted_out(k, t.to, listed, emergency)
         for k, t in targets.items()
-        if t.held or (t.to and t.to in listed and stops(listed[t.to], emergency))
-    ]
+    )
+    return [m for m in marks if m is not None]
 
 
 def quiet_until(now: dt.datetime, quiet: QuietHours) -> dt.datetime | None:

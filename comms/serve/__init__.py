@@ -258,8 +258,8 @@ class Service:
         if not stamp.isdigit() or abs(self.clock().timestamp() - int(stamp)) > self.serve.tolerance:
             raise Refused(403, "replayed or stale timestamp")
         try:
-            events = json.loads(text)
-        except (ValueError, RecursionError):
+            events = load_json(text)
+        except EventValidationError:
             raise Refused(400, "malformed JSON") from None
         if not isinstance(events, list):
             raise Refused(400, "malformed: not a list of events")
@@ -344,6 +344,7 @@ def _email_event(e: Any, now: str) -> Item:
 
 
 def service_from_env() -> Service:
+    """The service as the environment configures it; CommsError names a setting or file that is wrong."""
     env = Env.from_environ()
     return Service(
         env,
@@ -353,11 +354,6 @@ def service_from_env() -> Service:
         clock_from_env(os.environ),
         ServeSettings.from_environ(),
     )
-
-
-def app_from_env() -> Starlette:
-    """The app as the environment configures it (uvicorn's factory: each worker process makes its own)."""
-    return create_app(service_from_env())
 
 
 def create_app(service: Service) -> Starlette:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 
 from comms.bus import Bus
 
@@ -18,7 +19,7 @@ Item = tuple[str | None, bytes]  # (key, raw event)
 class GroupCommit:
     def __init__(self, bus: Bus, topic: str, max_batch: int = 2000) -> None:
         self.bus, self.topic, self.max_batch = bus, topic, max_batch
-        self._pending: list[tuple[list[Item], asyncio.Future[None]]] = []
+        self._pending: deque[tuple[list[Item], asyncio.Future[None]]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.writes = 0  # bus writes, for /metrics: how well requests are grouped
@@ -49,7 +50,7 @@ class GroupCommit:
                 batch: list[tuple[list[Item], asyncio.Future[None]]] = []
                 size = 0
                 while self._pending and (not batch or size + len(self._pending[0][0]) <= self.max_batch):
-                    items, done = self._pending.pop(0)
+                    items, done = self._pending.popleft()
                     batch.append((items, done))
                     size += len(items)
                 try:
