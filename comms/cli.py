@@ -134,14 +134,15 @@ def run(
     verbose: Annotated[bool, typer.Option("-v")] = False,
 ) -> None:
     """Run the consumers (press drafts, SMS, e-mail) until stopped, or until idle."""
+    stop = threading.Event()
+    # SIGTERM (docker stop, systemd) finishes the batch in hand and commits it, then exits; set before
+    # the pipeline is imported, so a stop during start-up is a clean stop too
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     from comms.app import App
     from comms.worker import close_all
     from comms.worker import run as run_workers
 
     _logging(verbose)
-    stop = threading.Event()
-    # SIGTERM (docker stop, systemd) finishes the batch in hand and commits it, then exits
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         a = App.open()
         workers = a.workers_when_ready(only, stop)

@@ -8,20 +8,25 @@ import signal
 import sys
 import threading
 
-from comms.app import App
-from comms.errors import BusUnavailableError, CommsError
-from comms.worker import close_all, run
-
 log = logging.getLogger("consumers")
 
 
 def main(name: str) -> None:
+    stop = threading.Event()
+    # SIGTERM (docker stop) finishes the batch in hand and commits it, then exits. Set before the
+    # pipeline is imported (every channel's SDK: most of a second on a busy host), so a stop that
+    # comes during start-up is a clean stop too, not death by the signal.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    from comms.app import App
+    from comms.errors import BusUnavailableError, CommsError
+    from comms.worker import close_all, consumer_names, run
+
+    if name not in consumer_names():
+        sys.exit(f"unknown consumer {name!r}; known: {', '.join(consumer_names())}")
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # we log bus trouble ourselves, once
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack: for a stuck consumer
-    stop = threading.Event()
-    # SIGTERM (docker stop) finishes the batch in hand and commits it, then exits
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         app = App.open()
     except CommsError as exc:  # the configuration, a file or the bus: one line saying which, no traceback
