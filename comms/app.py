@@ -135,8 +135,9 @@ class App:
                 handle, release = self.attendance.handle, None
             else:
                 handle = functools.partial(self.pipeline.handle, channel=spec.name)
-                # deferred messages exist only where quiet hours defer them
-                release = functools.partial(self.pipeline.release_due, spec.name) if spec.quiet_hours else None
+                # deferred messages exist only where quiet hours defer them, approved ones where they wait
+                held = spec.quiet_hours or spec.gated
+                release = functools.partial(self.pipeline.release_due, spec.name) if held else None
             workers.append(Worker(n, self.bus, consumer, handle, self.env.topic, release))
         return workers
 

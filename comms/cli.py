@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +23,9 @@ from comms.errors import CommsError, ConfigError, EventValidationError
 from comms.events import load_json, parse_event
 
 if TYPE_CHECKING:
+    from comms.accounts import Accounts
+    from comms.approvals import Approvals
+    from comms.ledger import Ledger
     from comms.producers import Producers
 
 app = typer.Typer(
@@ -268,6 +272,7 @@ def demo(
     import dataclasses
 
     from comms.app import App, Env
+    from comms.approvals import Approvals
     from comms.dev.demo import DEMO_NOW, attendance_stream, demo_events
     from comms.worker import run as run_workers
 
@@ -294,6 +299,20 @@ def demo(
         a.bus.publish_many(a.env.topic, [(e.key, e.raw) for e in events])
         workers = a.workers_when_ready()
         run_workers(workers, until_idle=True)
+        # The demo has no office to ask: it approves its own held mass sends as the account "demo"
+        # (in the audit log as such), and says so. A district approves in the console (comms serve).
+        approvals = Approvals(a.pipeline.ledger, a.settings)
+        held = approvals.waiting()
+        for uid in sorted({s.event_uid for s in held}):
+            for _ in range(max(s.required for s in held if s.event_uid == uid)):
+                approvals.approve(uid, f"demo-{_ + 1}")
+        if held:
+            out.print(
+                f"approved {len(held)} held mass send(s) as the demo accounts demo-1 and demo-2 "
+                "(campaigns.yaml asks approval: one or two; the audit log says who)",
+                highlight=False,
+            )
+            run_workers(workers, until_idle=True)
         for w in workers:
             w.close()
     except CommsError as exc:
@@ -327,6 +346,122 @@ def demo(
         f"Drafts and messages are under {a.env.out}/ (folders in the last column). "
         "Suppressed: no consent, no contact or the daily cap; `comms report CAMPAIGN` says which."
     )
+
+
+def _approvals() -> tuple[Approvals, Accounts, Ledger]:
+    from comms.accounts import Accounts
+    from comms.app import Env
+    from comms.approvals import Approvals
+    from comms.config import load_settings
+    from comms.ledger import Ledger
+
+    env = Env.from_environ()
+    ledger = Ledger(env.ledger)
+    return Approvals(ledger, load_settings(env.config)), Accounts(env.ledger.with_name("accounts.db")), ledger
+
+
+@app.command("approvals")
+def approvals_list() -> None:
+    """The mass sends awaiting approval: event, campaign, messages held, who approved so far."""
+    from comms.approvals import ref
+
+    try:
+        approvals, accounts, ledger = _approvals()
+        waiting = approvals.waiting()
+    except CommsError as exc:
+        _fail(exc)
+    t = Table("ref", "event", "campaign", "messages held", "approved by", "needs", title="awaiting approval")
+    for s in waiting:
+        t.add_row(
+            ref(s.event_uid), s.event_uid, s.campaign, str(s.awaiting), ", ".join(s.approvers) or "-", str(s.required)
+        )
+    ledger.close()
+    accounts.close()
+    out.print(t)
+
+
+def _decide(event: str, who: str, reason: str | None) -> None:
+    from comms.accounts import Role
+
+    try:
+        approvals, accounts, ledger = _approvals()
+        with accounts, contextlib.closing(ledger):
+            accounts.require(who, Role.APPROVER)
+            uid = approvals.resolve(event)
+            done = approvals.approve(uid, who) if reason is None else approvals.reject(uid, who, reason)
+    except CommsError as exc:
+        _fail(exc)
+    for s in done:
+        out.print(f"{s.campaign}: {s.state} ({len(s.approvers)} of {s.required} approvals)", highlight=False)
+
+
+@app.command()
+def approve(
+    event: Annotated[str, typer.Argument(help="the event id, or its ref from `comms approvals`")],
+    who: Annotated[str, typer.Option("--as", help="your console account (approver or admin)")],
+) -> None:
+    """Approve an event's held mass sends as WHO (for scripts: the console does the same)."""
+    _decide(event, who, None)
+
+
+@app.command()
+def reject(
+    event: Annotated[str, typer.Argument(help="the event id, or its ref from `comms approvals`")],
+    who: Annotated[str, typer.Option("--as", help="your console account (approver or admin)")],
+    reason: Annotated[str, typer.Option("--reason", help="why, for the audit log")] = "",
+) -> None:
+    """Reject an event's held mass sends: they are cancelled and never sent."""
+    _decide(event, who, reason or "rejected from the command line")
+
+
+user_app = typer.Typer(help="The console's accounts: viewer, editor, approver, admin.")
+app.add_typer(user_app, name="user")
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="the account name, e.g. jdoe")],
+    role: Annotated[str, typer.Option("--role", help="viewer, editor, approver or admin")] = "viewer",
+) -> None:
+    """Create an account, or give an existing one a new role and password. The password is asked
+    twice, or read from COMMS_USER_PASSWORD (for scripts)."""
+    from comms.accounts import Accounts, Role
+    from comms.app import Env
+
+    password = os.environ.get("COMMS_USER_PASSWORD") or typer.prompt(
+        "password", hide_input=True, confirmation_prompt=True
+    )
+    try:
+        with Accounts(Env.from_environ().ledger.with_name("accounts.db")) as accounts:
+            account = accounts.add(name, Role.named(role), password)
+    except CommsError as exc:
+        _fail(exc)
+    out.print(f"account {account.name}: {account.role.label}", highlight=False)
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """Every account with its role."""
+    from comms.accounts import Accounts
+    from comms.app import Env
+
+    with Accounts(Env.from_environ().ledger.with_name("accounts.db")) as accounts:
+        for a in accounts.all():
+            out.print(f"{a.name}\t{a.role.label}\t{'active' if a.active else 'disabled'}", highlight=False)
+
+
+@user_app.command("disable")
+def user_disable(name: Annotated[str, typer.Argument()]) -> None:
+    """Disable an account at once: its sessions stop working on their next request."""
+    from comms.accounts import Accounts
+    from comms.app import Env
+
+    try:
+        with Accounts(Env.from_environ().ledger.with_name("accounts.db")) as accounts:
+            accounts.set_active(name, False)
+    except CommsError as exc:
+        _fail(exc)
+    out.print(f"account {name}: disabled", highlight=False)
 
 
 producer_app = typer.Typer(help="The district systems that may publish over HTTP (POST /events of comms serve).")

@@ -55,6 +55,13 @@ class DailyCap(_Model):
     emergency: int = Field(default=10, ge=1, le=100)
 
 
+class Sending(_Model):
+    """What a channel's provider account costs and takes, for the console's send plan."""
+
+    price: float = Field(ge=0, le=100)  # per unit the channel bills: an SMS segment, an e-mail, a call
+    per_second: float = Field(gt=0, le=1_000_000)  # messages (SMS: segments) the account sends per second
+
+
 class District(_Model):
     name: Text
     short_name: Text
@@ -72,6 +79,14 @@ class District(_Model):
     quiet_hours: QuietHours = QuietHours()
     daily_cap: DailyCap = DailyCap()
     sms_max_segments: int = Field(default=3, ge=1, le=10)
+    sending: dict[str, Sending] = {}
+
+    @field_validator("sending")
+    @classmethod
+    def _sending_channels(cls, v: dict[str, Sending]) -> dict[str, Sending]:
+        if unknown := sorted(set(v) - set(REGISTRY)):
+            raise ValueError(f"unknown channel {unknown[0]!r} (known: {', '.join(REGISTRY)})")
+        return v
 
     @field_validator("timezone")
     @classmethod
@@ -105,7 +120,10 @@ class _ChannelsBase(_Model):
     def _approval(self) -> _ChannelsBase:
         for name, options in self.items():
             if options.approval and not channel_class(name).approval:
-                raise ValueError(f"{name}.approval: approval before family messages is not supported yet")
+                raise ValueError(
+                    f"{name}.approval: only a press draft takes its own approval; the campaign's family "
+                    "messages wait for `approval: one` or `two` at the campaign's level"
+                )
         return self
 
     def items(self) -> list[tuple[str, Options]]:
@@ -152,6 +170,9 @@ class Campaign(_Model):
     title: Text
     event_type: str
     priority: Literal["normal", "emergency"] = "normal"
+    # how many approvers must say yes before its family messages go (two: two different people);
+    # until then they are rendered and held as `awaiting_approval` (comms/approvals.py)
+    approval: Literal["none", "one", "two"] = "none"
     hashtag: Annotated[str, StringConstraints(pattern=r"^#\w{1,60}$")] | None = None
     audience: Audience
     channels: Channels  # built from the channel registry

@@ -10,6 +10,9 @@
     │                             deleted, full or read-only: the consumer stops with one line naming it
     ├── IllegalTransition         a ledger write would move a message where ledger.TRANSITIONS does not
     │                             allow (a defect): nothing is written, the event is dead-lettered
+    ├── ApprovalError             an approval that may not be given (the same person twice, no such
+    │                             event, already decided): nothing is written, the reason is shown
+    ├── AccessError               a console account or role that does not allow what was asked
     └── DeliveryError
         ├── TransientDeliveryError  try again later (429, 5xx, timeout): the offset is not committed
         └── PermanentDeliveryError  never retry (opted out, invalid number): recorded in the ledger
@@ -76,3 +79,11 @@ class PermanentDeliveryError(DeliveryError):
 
 class IllegalTransition(CommsError):
     """A ledger write would move a message where ledger.TRANSITIONS does not allow: nothing is written."""
+
+
+class ApprovalError(CommsError):
+    """An approval or rejection that may not be recorded; the message says why."""
+
+
+class AccessError(CommsError):
+    """An account that does not exist, is disabled, or whose role does not allow the action."""

@@ -13,7 +13,9 @@ moves allowed are `TRANSITIONS`, and the ledger refuses any other with IllegalTr
        │       ├──> deferred ──> sending        quiet hours: released at `not_before`
        │       ├──> suppressed                  no consent, no contact, opted out, no address, daily cap
        │       └──> failed                      refused before sending (an SMS too long)
-       └──> (any state pending may move to)
+       ├──> (any state pending may move to)
+       └──> awaiting_approval ──> (as pending)  the campaign's approvers said yes (comms/approvals.py)
+                    └──────────> cancelled      they said no: never sent, whatever happens later
 
 `new` is never stored: `open()` only reads, a message not in the ledger yet comes back as `new`, and
 the first state written for it inserts its row, one row write instead of two.
@@ -61,6 +63,8 @@ class State(StrEnum):
     BOUNCED = "bounced"
     DROPPED = "dropped"
     SPAM_REPORT = "spam_report"
+    AWAITING_APPROVAL = "awaiting_approval"  # rendered and held until the campaign's approvers decide
+    CANCELLED = "cancelled"  # rejected by an approver: never sent
 
 
 _S = State
@@ -68,7 +72,10 @@ _S = State
 REPORTED = frozenset({_S.DELIVERED, _S.UNDELIVERED, _S.BOUNCED, _S.DROPPED, _S.SPAM_REPORT})
 #: state -> the states a message in it may move to; written once, enforced by every write
 TRANSITIONS: dict[State, frozenset[State]] = {
-    _S.NEW: frozenset({_S.PENDING, _S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED}),
+    _S.NEW: frozenset(
+        {_S.PENDING, _S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.AWAITING_APPROVAL, _S.CANCELLED}
+    ),
+    _S.AWAITING_APPROVAL: frozenset({_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.CANCELLED}),
     _S.PENDING: frozenset({_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED}),
     # SENDING -> SENDING: a crash's message that the provider does not have is sent again;
     # SENDING -> REPORTED: the provider's callback came before the pipeline wrote `sent`
@@ -82,9 +89,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     _S.BOUNCED: frozenset(),
     _S.DROPPED: frozenset(),
     _S.SPAM_REPORT: frozenset(),
+    _S.CANCELLED: frozenset(),
 }
 #: the pipeline is done with a message in these: a redelivered event skips it
-FINAL = frozenset(State) - {_S.NEW, _S.PENDING, _S.SENDING, _S.DEFERRED}
+FINAL = frozenset(State) - {_S.NEW, _S.PENDING, _S.SENDING, _S.DEFERRED, _S.AWAITING_APPROVAL}
 #: states in which a message went to the provider (the daily cap counts them)
 WENT_OUT = frozenset({_S.SENDING, _S.SENT, *REPORTED})
 #: state -> the stored states a message may be in to move to it
@@ -135,7 +143,7 @@ class DetailRow(NamedTuple):
     messages: int
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # 2 -> 3: `contents` (version 2 payloads, content inline, still read) and indexes that a state
 # change does not move (bench/README.md: ledger writes 26,000 -> 39,000+ rows/s)
 # 3 -> 4: `events` (each event's digest, to tell a retry from a conflicting one under the same id);
@@ -144,6 +152,14 @@ MIGRATIONS = {
     2: "DROP INDEX IF EXISTS deliveries_by_campaign; DROP INDEX IF EXISTS deliveries_deferred",
     3: "",
     4: "",  # 4 -> 5: `replies`, created by SCHEMA
+    # 5 -> 6: `tallies` kept by triggers (counted once from the rows here), the event index, and the
+    # approvals, audit and draft tables (created by SCHEMA)
+    5: "DROP INDEX IF EXISTS deliveries_campaign;"
+    "CREATE TABLE IF NOT EXISTS tallies (event_uid TEXT NOT NULL, campaign TEXT NOT NULL, channel TEXT NOT NULL,"
+    " lang TEXT NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL,"
+    " PRIMARY KEY (event_uid, campaign, channel, lang, state)) WITHOUT ROWID;"
+    "INSERT INTO tallies SELECT event_uid, campaign, channel, lang, state, count(*) FROM deliveries"
+    " GROUP BY 1, 2, 3, 4, 5",
 }
 
 SCHEMA = """
@@ -167,16 +183,89 @@ CREATE TABLE IF NOT EXISTS deliveries (
     created     REAL NOT NULL,
     updated     REAL NOT NULL
 );
--- Indexes a state change does not have to move (a message changes state three times): the
--- campaign's rows for reports, and only the deferred rows for the release loop.
-CREATE INDEX IF NOT EXISTS deliveries_campaign ON deliveries(campaign);
+-- Indexes a state change does not have to move (a message changes state three times): a campaign's
+-- (and an event's) rows for reports, and only the deferred or awaiting rows for the release loop.
+CREATE INDEX IF NOT EXISTS deliveries_campaign_event ON deliveries(campaign, event_uid);
 CREATE INDEX IF NOT EXISTS deliveries_deferred_due ON deliveries(channel, not_before) WHERE state = 'deferred';
+CREATE INDEX IF NOT EXISTS deliveries_awaiting ON deliveries(channel, event_uid, campaign)
+    WHERE state = 'awaiting_approval';
 CREATE INDEX IF NOT EXISTS deliveries_by_guardian_day ON deliveries(guardian, channel, sent_day);
 -- rendered content (parts and subject), stored once however many families' rows share it
 CREATE TABLE IF NOT EXISTS contents (
     hash    TEXT PRIMARY KEY,
     content TEXT NOT NULL
 ) WITHOUT ROWID;
+-- Messages per event, campaign, channel, language and state, kept by the triggers below in the
+-- transaction that moves the rows: the console's inbox and delivery pages read these few rows, not
+-- the 850,000 of a district-wide event (bench/README.md).
+CREATE TABLE IF NOT EXISTS tallies (
+    event_uid TEXT NOT NULL,
+    campaign  TEXT NOT NULL,
+    channel   TEXT NOT NULL,
+    lang      TEXT NOT NULL,
+    state     TEXT NOT NULL,
+    n         INTEGER NOT NULL,
+    PRIMARY KEY (event_uid, campaign, channel, lang, state)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS tally_insert AFTER INSERT ON deliveries BEGIN
+    INSERT INTO tallies VALUES (new.event_uid, new.campaign, new.channel, new.lang, new.state, 1)
+        ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS tally_update AFTER UPDATE OF state ON deliveries WHEN old.state <> new.state BEGIN
+    UPDATE tallies SET n = n - 1 WHERE event_uid = old.event_uid AND campaign = old.campaign
+        AND channel = old.channel AND lang = old.lang AND state = old.state;
+    INSERT INTO tallies VALUES (new.event_uid, new.campaign, new.channel, new.lang, new.state, 1)
+        ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+-- Who approved or rejected which event's campaign (comms/approvals.py): a campaign with `approval:
+-- two` is decided when two different people said yes. `decisions` holds the outcome, once.
+CREATE TABLE IF NOT EXISTS approvals (
+    event_uid TEXT NOT NULL,
+    campaign  TEXT NOT NULL,
+    who       TEXT NOT NULL,
+    verdict   TEXT NOT NULL,
+    at        REAL NOT NULL,
+    PRIMARY KEY (event_uid, campaign, who)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decisions (
+    event_uid TEXT NOT NULL,
+    campaign  TEXT NOT NULL,
+    verdict   TEXT NOT NULL,
+    at        REAL NOT NULL,
+    PRIMARY KEY (event_uid, campaign)
+) WITHOUT ROWID;
+-- Press-draft revisions: revision 0 is the draft as rendered (its row's content), each edit adds one.
+CREATE TABLE IF NOT EXISTS draft_revisions (
+    ledger_key TEXT NOT NULL,
+    rev        INTEGER NOT NULL,
+    md         TEXT NOT NULL,
+    who        TEXT NOT NULL,
+    at         REAL NOT NULL,
+    PRIMARY KEY (ledger_key, rev)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS draft_approvals (
+    ledger_key TEXT NOT NULL,
+    rev        INTEGER NOT NULL,
+    who        TEXT NOT NULL,
+    at         REAL NOT NULL,
+    PRIMARY KEY (ledger_key, rev, who)
+) WITHOUT ROWID;
+-- Every approval, rejection and edit, append-only: the triggers refuse any change to a written line.
+CREATE TABLE IF NOT EXISTS audit (
+    id        INTEGER PRIMARY KEY,
+    at        REAL NOT NULL,
+    who       TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    event_uid TEXT,
+    campaign  TEXT,
+    detail    TEXT
+);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
 -- the digest of each event handled: the same id with another body is a conflict, not a retry
 CREATE TABLE IF NOT EXISTS events (
     uid     TEXT PRIMARY KEY,
@@ -200,6 +289,19 @@ CREATE TABLE IF NOT EXISTS suppressions (
     PRIMARY KEY (channel, address)
 );
 """
+
+
+def _statements(script: str) -> list[str]:
+    """A script's statements, one each (a trigger's body holds `;` of its own); executescript would
+    commit the transaction that makes the schema set-up atomic."""
+    out, buf = [], ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n;"):
+                out.append(buf)
+            buf = ""
+    return out
 
 
 def sent_today_sql(guardians: int) -> str:
@@ -282,10 +384,11 @@ class Ledger:
                         f"ledger {self.path} has schema {version}, this version needs {SCHEMA_VERSION}: "
                         "move the file aside (it is the record of what was sent) and start a new one"
                     )
-                migration = MIGRATIONS.get(version, "") if has_table else ""
-                for statement in (migration + ";" + SCHEMA).split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
+                # each step from the file's version on, in order (a version 2 ledger takes 2, 3, 4 and 5)
+                steps = range(version, SCHEMA_VERSION) if has_table else range(0)
+                migration = ";".join(MIGRATIONS[v] for v in steps)
+                for statement in _statements(migration + ";" + SCHEMA):
+                    self.conn.execute(statement)
                 if has_table and version < 4:
                     _normalise_suppressions(self.conn)
                 self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -293,6 +396,14 @@ class Ledger:
             except BaseException:
                 self._rollback()
                 raise
+
+    def write(self, *statements: tuple[str, Sequence[tuple[Any, ...]]]) -> None:
+        """executemany of each (sql, rows), in one transaction (the approvals and drafts tables)."""
+        self._write(*statements)
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock, self.file.errors("cannot read"):
+            return [tuple(r) for r in self.conn.execute(sql, args)]
 
     def _rollback(self) -> None:
         # SQLite has already rolled back when a write failed for a full disk: ROLLBACK would then fail
@@ -519,6 +630,77 @@ class Ledger:
             contents,
         )
 
+    def hold(self, items: Iterable[tuple[str, dict[str, Any], str]]) -> None:
+        """(key, payload, detail): rendered and kept until the campaign's approvers decide."""
+        now = self._now()
+        items = list(items)
+        payloads, contents = self._pack([p for _, p, _ in items])
+        self._write_states(
+            State.AWAITING_APPROVAL,
+            [(key, payload, detail, now) for (key, _, detail), payload in zip(items, payloads, strict=True)],
+            {"payload": "{}", "detail": "{}", "updated": "{}"},
+            contents,
+        )
+
+    def decided(self, channel: str) -> list[tuple[str, str, str]]:
+        """(event uid, campaign, verdict) of the decided campaigns with messages still awaiting on
+        `channel`: the release loop sends or cancels them."""
+        return self.query(
+            "SELECT t.event_uid, t.campaign, d.verdict FROM tallies t JOIN decisions d "
+            "ON d.event_uid = t.event_uid AND d.campaign = t.campaign "
+            "WHERE t.channel=? AND t.state='awaiting_approval' AND t.n > 0 GROUP BY 1, 2, 3",
+            (channel,),
+        )
+
+    def awaiting(self, channel: str, event_uid: str, campaign: str, limit: int = 500) -> list[Row]:
+        with self._lock, self.file.errors("cannot read"):
+            rows = self.conn.execute(
+                "SELECT key, state, destination, payload, updated, guardian FROM deliveries INDEXED BY "
+                "deliveries_awaiting WHERE channel=? AND event_uid=? AND campaign=? AND state='awaiting_approval' "
+                "LIMIT ?",
+                (channel, event_uid, campaign, limit),
+            ).fetchall()
+            contents: dict[str, dict[str, Any]] = {}
+            return [Row(k, State(s), d, self._unpack(p, contents), u, g) for k, s, d, p, u, g in rows]
+
+    def event_groups(
+        self, campaign: str, event_uid: str
+    ) -> list[tuple[str, str, str, str, int, dict[str, Any] | None]]:
+        """(channel, language, state, detail, messages, one of their payloads) of an event's campaign:
+        the console's send plan, in one pass over the event's rows."""
+        with self._lock, self.file.errors("cannot read"):
+            rows = self.conn.execute(
+                "SELECT channel, lang, state, coalesce(detail, ''), count(*), max(payload) FROM deliveries "
+                "WHERE campaign=? AND event_uid=? GROUP BY 1, 2, 3, 4",
+                (campaign, event_uid),
+            ).fetchall()
+            contents: dict[str, dict[str, Any]] = {}
+            return [(c, lang, s, d, n, self._unpack(p, contents)) for c, lang, s, d, n, p in rows]
+
+    def event_rows(self, campaign: str, event_uid: str) -> list[tuple[str, str | None, str, str, str]]:
+        """(channel, guardian, language, state, detail) of each of an event's messages for a campaign."""
+        return self.query(
+            "SELECT channel, guardian, lang, state, coalesce(detail, '') FROM deliveries WHERE campaign=? AND "
+            "event_uid=?",
+            (campaign, event_uid),
+        )
+
+    def verdict(self, event_uid: str, campaign: str) -> str | None:
+        """`approved` or `rejected` once the campaign's approvers decided on the event, else None."""
+        rows = self.query("SELECT verdict FROM decisions WHERE event_uid=? AND campaign=?", (event_uid, campaign))
+        return str(rows[0][0]) if rows else None
+
+    def tallies(self, event_uids: Sequence[str] | None = None) -> list[tuple[str, str, str, str, str, int]]:
+        """(event uid, campaign, channel, language, state, messages), from the triggers' counts."""
+        q = "SELECT event_uid, campaign, channel, lang, state, n FROM tallies WHERE n > 0"
+        if event_uids is None:
+            return self.query(q)
+        out = []
+        for i in range(0, len(event_uids), 500):
+            chunk = list(event_uids[i : i + 500])
+            out += self.query(q + f" AND event_uid IN ({','.join('?' * len(chunk))})", chunk)
+        return out
+
     def due(self, channel: str, now: float, limit: int = 500) -> list[Row]:
         with self._lock, self.file.errors("cannot read"):
             rows = self.conn.execute(
@@ -606,11 +788,11 @@ class Ledger:
 
     # -- reports ----------------------------------------------------------------------------------------
     def counts(self, campaign: str | None = None) -> list[CountRow]:
-        """Messages per campaign, channel, language and state."""
-        q = "SELECT campaign, channel, lang, state, count(*) FROM deliveries"
+        """Messages per campaign, channel, language and state (from the tallies the triggers keep)."""
+        q = "SELECT campaign, channel, lang, state, sum(n) FROM tallies WHERE n > 0"
         args: tuple[str, ...] = ()
         if campaign:
-            q += " WHERE campaign=?"
+            q += " AND campaign=?"
             args = (campaign,)
         q += " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
         with self._lock, self.file.errors("cannot read"):

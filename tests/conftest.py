@@ -1,16 +1,24 @@
 from __future__ import annotations
 
+import atexit
+import contextlib
 import copy
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 
 from comms.app import App, Env
 from comms.bus import Bus, open_bus
@@ -24,6 +32,24 @@ from tests.rosters import write_roster
 ROOT = Path(__file__).resolve().parent.parent
 MIAMI = ZoneInfo("America/New_York")
 NOON = dt.datetime(2026, 11, 24, 12, 0, tzinfo=MIAMI)
+
+
+def _ungated() -> Path:
+    """campaigns.yaml with every campaign at `approval: none`: the tests of sending, reports and
+    recovery send at once; the approval gate has its own tests (test_approvals.py, test_console*.py),
+    on the real file."""
+    folder = Path(tempfile.mkdtemp(prefix="comms-tests-"))
+    atexit.register(shutil.rmtree, folder, True)
+    doc = yaml.safe_load((ROOT / "campaigns.yaml").read_text("utf-8"))
+    for c in doc["campaigns"].values():
+        c["approval"] = "none"
+    path = folder / "campaigns.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), "utf-8")
+    return path
+
+
+#: the configuration the tests' environments use (see _ungated)
+UNGATED = _ungated()
 SWITCH, MEALS = demo_events()[0], demo_events()[1]  # emergency platform switch; normal meal schedule
 
 
@@ -65,7 +91,7 @@ def make_env(tmp_path: Path, families: int, **extra: str) -> Env:
         {
             "COMMS_VAR": str(tmp_path / "var"),
             "COMMS_OUT": str(tmp_path / "out"),
-            "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
+            "COMMS_CONFIG": str(UNGATED),
             "COMMS_TEMPLATES": str(ROOT / "templates"),
             "COMMS_ROSTER": str(write_roster(tmp_path / "roster.json", families)),
             "COMMS_TEST_NOW": NOON.isoformat(),
@@ -95,6 +121,34 @@ def run_consumers(
         w.close()
     app.close()
     return workers
+
+
+@contextlib.contextmanager
+def serving(env: Env, log: Path, **extra: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`comms serve` as its own process on a free loopback port, up and answering: (its URL, the
+    process). Stopped by SIGTERM (which must exit 0) unless the test killed it; reaped either way."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc_env = {**os.environ, **env_vars(env), **{k: v.replace("{url}", url) for k, v in extra.items()}}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "comms.cli", "serve", "--port", str(port)],
+            env=proc_env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1):  # noqa: S310 - loopback
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+                time.sleep(0.1)
+        yield url, proc
+        if proc.poll() is None:  # not killed by the test: stops cleanly on SIGTERM
+            assert sigterm(proc) == 0, log.read_text()
+    finally:
+        reap(proc)
 
 
 def sigterm(proc: subprocess.Popen) -> int:
@@ -128,7 +182,7 @@ def env(tmp_path: Path) -> Env:
         {
             "COMMS_VAR": str(tmp_path / "var"),
             "COMMS_OUT": str(tmp_path / "out"),
-            "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
+            "COMMS_CONFIG": str(UNGATED),
             "COMMS_TEMPLATES": str(ROOT / "templates"),
             "COMMS_TEST_NOW": NOON.isoformat(),
         }

@@ -11,7 +11,7 @@ from comms.app import App, Env
 from comms.dev.demo import DEMO_NOW
 from comms.events import make_event
 from comms.worker import run
-from tests.conftest import ROOT
+from tests.conftest import ROOT, UNGATED
 
 STUDENT, SCHOOL = "S1001", "6001"  # Mateo, South Miami Middle; guardian G01 reads Spanish
 DAYS = [dt.date(2020, 10, 1) + dt.timedelta(days=i) for i in range(40)]
@@ -42,7 +42,7 @@ def flow(tmp_path: Path, events: list[bytes], config: Path | None = None) -> tup
         {
             "COMMS_VAR": str(tmp_path / "var"),
             "COMMS_OUT": str(tmp_path / "out"),
-            "COMMS_CONFIG": str(config or ROOT / "campaigns.yaml"),
+            "COMMS_CONFIG": str(config or UNGATED),
             "COMMS_TEMPLATES": str(ROOT / "templates"),
         }
     )

@@ -11,7 +11,7 @@ from comms.app import App, Env
 from comms.bus import DEAD_LETTER_SUFFIX
 from comms.dev.demo import DEMO_NOW, demo_events, sample_events
 from comms.worker import run
-from tests.conftest import ROOT, mutated
+from tests.conftest import ROOT, UNGATED, mutated
 
 SWITCH, MEALS, THRESHOLD = (json.loads(e) for e in sample_events())
 
@@ -107,7 +107,7 @@ def test_corpus_is_dead_lettered_or_rendered_safely(tmp_path: Path) -> None:
         {
             "COMMS_VAR": str(tmp_path / "var"),
             "COMMS_OUT": str(tmp_path / "out"),
-            "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
+            "COMMS_CONFIG": str(UNGATED),
             "COMMS_TEMPLATES": str(ROOT / "templates"),
         }
     )

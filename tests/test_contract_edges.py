@@ -18,7 +18,7 @@ from comms.dev.demo import demo_events, sample_events
 from comms.errors import EventValidationError
 from comms.events import make_event, parse_event
 from comms.worker import run
-from tests.conftest import MEALS, ROOT, SWITCH, env_vars, mutated
+from tests.conftest import MEALS, ROOT, SWITCH, UNGATED, env_vars, mutated
 
 SWITCH_DOC, MEALS_DOC, THRESHOLD_DOC = (json.loads(e) for e in sample_events())
 
@@ -136,7 +136,7 @@ def test_a_personal_sms_over_the_segment_limit_fails_for_that_family_with_the_re
         {
             "COMMS_VAR": str(tmp_path / "var"),
             "COMMS_OUT": str(tmp_path / "out"),
-            "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
+            "COMMS_CONFIG": str(UNGATED),
             "COMMS_TEMPLATES": str(ROOT / "templates"),
             "COMMS_ROSTER": str(path),
             "COMMS_TEST_NOW": "2026-11-24T12:00:00-05:00",

@@ -23,7 +23,7 @@ from comms.events import make_event
 from comms.ledger import Ledger
 from comms.roster import Roster
 from comms.worker import run
-from tests.conftest import NOON, ROOT, env_vars, free_port, noida_kafka
+from tests.conftest import NOON, ROOT, UNGATED, env_vars, free_port, noida_kafka
 from tests.rosters import write_roster
 
 pytestmark = pytest.mark.kafka
@@ -37,7 +37,7 @@ def _env(tmp_path: Path, bus_url: str, name: str = "k", roster: Path | None = No
             "COMMS_TOPIC": f"comms.events.{uuid.uuid4().hex[:8]}",  # own topic: a shared Kafka stays clean
             "COMMS_VAR": str(tmp_path / name / "var"),
             "COMMS_OUT": str(tmp_path / name / "out"),
-            "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
+            "COMMS_CONFIG": str(UNGATED),
             "COMMS_TEMPLATES": str(ROOT / "templates"),
             "COMMS_TEST_NOW": NOON.isoformat(),
         }

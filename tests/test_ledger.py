@@ -74,7 +74,8 @@ def test_shared_content_is_stored_once_and_a_version_2_ledger_migrates(tmp_path:
     path = tmp_path / "l.db"
     ledger = Ledger(path)
     ledger.conn.executescript(  # as a version 2 ledger was
-        "DROP TABLE contents; DROP INDEX deliveries_campaign; DROP INDEX deliveries_deferred_due;"
+        "DROP TABLE contents; DROP TABLE tallies; DROP TRIGGER tally_insert; DROP TRIGGER tally_update;"
+        "DROP INDEX deliveries_campaign_event; DROP INDEX deliveries_deferred_due;"
         "CREATE INDEX deliveries_by_campaign ON deliveries(campaign, channel, state);"
         "CREATE INDEX deliveries_deferred ON deliveries(channel, state, not_before); PRAGMA user_version=2;"
     )
@@ -84,7 +85,8 @@ def test_shared_content_is_stored_once_and_a_version_2_ledger_migrates(tmp_path:
         ('{"key": "old", "body": {"txt": "inline"}, "subject": null}',),
     )
     ledger.close()
-    ledger = Ledger(path)  # migrates: 2 -> 3
+    ledger = Ledger(path)  # migrates: 2 -> 3 -> ... -> 6
+    assert ledger.counts() == [("c", "sms", "en", "sending", 1)]  # counted into the tallies
     body = {"txt": "Free meals", "html": "<p>Free meals</p>"}
     messages = [
         Message(
@@ -107,6 +109,6 @@ def test_shared_content_is_stored_once_and_a_version_2_ledger_migrates(tmp_path:
     assert rows["old"].payload["body"] == {"txt": "inline"}  # a version 2 payload still reads
     assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     indexes = {r[0] for r in ledger.conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"deliveries_campaign", "deliveries_deferred_due"} <= indexes
+    assert {"deliveries_campaign_event", "deliveries_deferred_due"} <= indexes
     assert not {"deliveries_by_campaign", "deliveries_deferred"} & indexes
     ledger.close()

@@ -17,7 +17,7 @@ from comms.dev.demo import demo_events
 from comms.oneroster import import_bundle
 from comms.roster import Roster
 from comms.worker import run
-from tests.conftest import NOON, ROOT, Clock
+from tests.conftest import NOON, ROOT, UNGATED, Clock
 
 BUNDLE = ROOT / "tests" / "data" / "oneroster"
 
@@ -56,7 +56,7 @@ def test_households_languages_and_consent_reach_the_pipeline(tmp_path: Path) -> 
         {
             "COMMS_VAR": str(tmp_path / "var"),
             "COMMS_OUT": str(tmp_path / "out"),
-            "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
+            "COMMS_CONFIG": str(UNGATED),
             "COMMS_TEMPLATES": str(ROOT / "templates"),
             "COMMS_ROSTER": str(tmp_path / "roster.db"),
         }
@@ -123,7 +123,7 @@ def test_a_synthetic_roster_never_reaches_a_real_provider(tmp_path: Path) -> Non
     env = Env.from_environ(
         {
             "COMMS_VAR": str(tmp_path / "var"),
-            "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
+            "COMMS_CONFIG": str(UNGATED),
             "COMMS_TEMPLATES": str(ROOT / "templates"),
             "COMMS_ROSTER": str(tmp_path / "roster.db"),
         }

@@ -17,7 +17,7 @@ from comms.bus import DEAD_LETTER_SUFFIX
 from comms.bus.sqlite import sqlite_path
 from comms.dev.demo import demo_events
 from comms.worker import run
-from tests.conftest import MEALS, NOON, ROOT, Clock
+from tests.conftest import MEALS, NOON, ROOT, UNGATED, Clock
 
 Raw = tuple[object, object]  # (value, headers) as the backend stores them
 
@@ -86,7 +86,7 @@ def test_a_poison_record_is_dead_lettered_and_the_next_event_handled(
             "COMMS_TOPIC": f"poison.{request.node.callspec.id.replace(' ', '-')[:40]}",
             "COMMS_VAR": str(tmp_path / "var"),
             "COMMS_OUT": str(tmp_path / "out"),
-            "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
+            "COMMS_CONFIG": str(UNGATED),
             "COMMS_TEMPLATES": str(ROOT / "templates"),
         }
     )

@@ -18,14 +18,14 @@ from comms.channels.twilio_voice import TwilioVoiceChannel, call_params
 from comms.dev.servers import FakeSendGrid, FakeTwilio
 from comms.roster import FIXTURE
 from comms.worker import run
-from tests.conftest import MIAMI, NOON, ROOT, SWITCH, Clock, provider_env
+from tests.conftest import MIAMI, NOON, SWITCH, UNGATED, Clock, provider_env
 
 CALLER_ID = "+13055550000"
 
 
 def voice_env(env: Env, tmp_path: Path, *, priority: str | None = None, audio: dict[str, str] | None = None) -> Env:
     """The repo's campaigns with changes for the test, and the fixture roster with voice consent for all."""
-    config = yaml.safe_load((ROOT / "campaigns.yaml").read_text("utf-8"))
+    config = yaml.safe_load(UNGATED.read_text("utf-8"))
     switch = config["campaigns"]["platform-switch"]
     if priority:
         switch["priority"] = priority

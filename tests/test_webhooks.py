@@ -8,9 +8,7 @@ params; SendGrid: ECDSA P-256 over the timestamp and the body).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -27,7 +25,7 @@ from comms.feedback import Feedback
 from comms.ledger import Ledger, State
 from comms.unsubscribe import make_token
 from comms.worker import run
-from tests.conftest import MEALS, NOON, ROOT, SWITCH, Clock, copies, env_vars, free_port, provider_env, reap, sigterm
+from tests.conftest import MEALS, NOON, SWITCH, Clock, copies, provider_env, serving
 
 SECRET = "unsubscribe-secret-for-tests"
 
@@ -49,37 +47,17 @@ class Service:
 @pytest.fixture
 def service(env: Env, providers: tuple[FakeTwilio, FakeSendGrid], tmp_path: Path) -> Iterator[Service]:
     _, sg = providers
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
-    proc_env = {
-        **os.environ,
-        **env_vars(env),
-        "TWILIO_AUTH_TOKEN": "token",
-        "COMMS_PUBLIC_URL": url,
-        "SENDGRID_WEBHOOK_PUBLIC_KEY": sg.public_key,
-        "COMMS_UNSUBSCRIBE_SECRET": SECRET,
-        "COMMS_WEBHOOK_MAX_BYTES": "8192",
-    }
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "comms.cli", "serve", "--port", str(port)],
-            env=proc_env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1):  # noqa: S310 - loopback
-                    break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-                time.sleep(0.1)
+    with serving(
+        env,
+        log,
+        TWILIO_AUTH_TOKEN="token",
+        COMMS_PUBLIC_URL="{url}",
+        SENDGRID_WEBHOOK_PUBLIC_KEY=sg.public_key,
+        COMMS_UNSUBSCRIBE_SECRET=SECRET,
+        COMMS_WEBHOOK_MAX_BYTES="8192",
+    ) as (url, proc):
         yield Service(url, proc, log)
-        if proc.poll() is None:  # not killed by the test: stops cleanly on SIGTERM
-            assert sigterm(proc) == 0, log.read_text()
-    finally:
-        reap(proc)
 
 
 def feedback(env: Env) -> Counter[str]:

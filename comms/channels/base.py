@@ -14,6 +14,8 @@ transports state their capabilities and Apprise's plugins their attributes):
     quiet_hours   whether it waits out the district's quiet hours (unless emergency)
     daily_cap     whether a message counts against the guardian's daily cap
     options       its block in campaigns.yaml (pydantic): template, approval, and its own settings
+    gated         whether its messages wait for the campaign's approvers (`approval: one|two`)
+    unit          what its provider bills per message (`units()`: how many), for the send plan
 
 and, as class methods, how it normalises an address for the suppression list, why a family
 reading some language cannot get it (`held`), what makes a rendered message unsendable
@@ -113,7 +115,9 @@ class Channel(abc.ABC):
     quiet_hours: ClassVar[bool] = False
     daily_cap: ClassVar[bool] = False
     options: ClassVar[type[Options]] = Options
-    approval: ClassVar[bool] = False  # whether a campaign may hold its messages for approval
+    approval: ClassVar[bool] = False  # whether its own options take `approval` (a press draft's sign-off)
+    gated: ClassVar[bool] = True  # family messages wait for the campaign's approvers; press drafts do not
+    unit: ClassVar[str] = "message"
     #: the environment variables of the provider's credentials, and of its API's address: a synthetic
     #: roster may only be sent through a provider at a local address
     credentials: ClassVar[tuple[str, ...]] = ()
@@ -160,6 +164,11 @@ class Channel(abc.ABC):
     def size(cls, text: str) -> str | None:
         """How big a rendered part is, in the terms its provider bills (`comms preview` shows it)."""
         return None
+
+    @classmethod
+    def units(cls, parts: Mapping[str, str]) -> int:
+        """How many billed units one rendered message costs (an SMS: its segments)."""
+        return 1
 
     @classmethod
     def refuse(cls, rendered: Rendered, district: District) -> str | None:

@@ -39,6 +39,12 @@ class PressDraftChannel(Channel):
     parts = ("md", "html")
     audience = "press"
     approval = True  # drafts are marked for the office's approval
+    gated = False  # a draft is the office's to approve in the console, never sent by this pipeline
+    unit = "draft"
+
+    @classmethod
+    def units(cls, parts: Mapping[str, str]) -> int:
+        return 0  # nothing billed
 
     def __init__(self, directory: str | Path) -> None:
         self.dir = make_folder(Path(directory) / "press")

@@ -126,6 +126,7 @@ class SendGridEmailChannel(Channel):
     subject_part = "txt"
     daily_cap = True
     options = EmailOptions
+    unit = "e-mail"
     credentials = ("SENDGRID_API_KEY", "COMMS_EMAIL_FROM")
     api_url_var = "COMMS_SENDGRID_API_URL"
 

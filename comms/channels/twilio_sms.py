@@ -59,6 +59,7 @@ class TwilioSmsChannel(TwilioChannel):
     parts = ("txt",)
     quiet_hours = True
     daily_cap = True
+    unit = "segment"
     permanent_codes = PERMANENT_CODES
     opted_out_codes = frozenset({str(OPTED_OUT)})
 
@@ -103,6 +104,10 @@ class TwilioSmsChannel(TwilioChannel):
         size = sms_size(rendered.parts["txt"].strip())
         limit = district.sms_max_segments
         return f"sms_too_long: {size}, more than district.sms_max_segments ({limit})" if size.segments > limit else None
+
+    @classmethod
+    def units(cls, parts: Mapping[str, str]) -> int:
+        return sms_size(parts["txt"].strip()).segments
 
     @classmethod
     def size(cls, text: str) -> str | None:

@@ -61,6 +61,7 @@ class TwilioVoiceChannel(TwilioChannel):
     quiet_hours = True
     daily_cap = True
     options = VoiceOptions
+    unit = "call"
     permanent_codes = PERMANENT_CODES
 
     def __init__(

@@ -5,8 +5,12 @@
     compose.py    the template context and the texts (once per language for a mass message)
     deliver.py    reconcile a crash's `sending` rows, the provider's answers as state changes
 
-    audience -> suppression -> render -> reconcile -> quiet hours -> daily cap -> `sending`
-             -> provider -> sent / failed / retry
+    audience -> suppression -> render -> [approval] -> reconcile -> quiet hours -> daily cap
+             -> `sending` -> provider -> sent / failed / retry
+
+[approval]: a campaign with `approval: one|two` holds its family messages as `awaiting_approval`,
+rendered, until its approvers decide (comms/approvals.py); the release loop then sends the approved
+ones through the rest of the stages, quiet hours and cap included, and cancels the rejected ones.
 
 The Pipeline below only runs the stages in order and writes what they decide to the ledger. The
 audience goes through in chunks (5,000 families): chunks bound the memory a district-wide fan-out
@@ -125,8 +129,8 @@ class Pipeline:
         rows = self.ledger.open(
             Entry(k, event.uid, event.type, cid, spec.name, t.key, t.lang, _guardian(t), t.to) for k, t in keyed.items()
         )
-        # deferred rows belong to the release loop; final rows are done
-        todo = {k: t for k, t in keyed.items() if rows[k].state not in FINAL and rows[k].state is not State.DEFERRED}
+        # deferred and awaiting rows belong to the release loop; final rows are done
+        todo = {k: t for k, t in keyed.items() if rows[k].state not in FINAL and rows[k].state not in _RELEASED}
         out = Counter(already_done=len(keyed) - len(todo))
         addresses = [t.to for t in todo.values() if t.to and not t.held] if spec.address else []
         listed = self.ledger.suppressed(spec.name, addresses) if addresses else {}
@@ -165,25 +169,53 @@ class Pipeline:
             self.ledger.mark(refused)
             out["failed"] += len(refused)
             log.warning("%s %s: %d message(s) may not be sent: %s", spec.name, cid, len(refused), refused[0].detail)
+        if spec.gated and campaign.approval != "none":
+            verdict = self.ledger.verdict(event.uid, cid)
+            if verdict is None:  # rendered and kept: the console shows them to the approvers
+                self.ledger.hold((m.key, message_payload(m), f"approval: {campaign.approval}") for m in messages)
+                out["awaiting_approval"] += len(messages)
+                return out, None
+            if verdict == "rejected":
+                self.ledger.mark(Mark(m.key, State.CANCELLED, None, "rejected") for m in messages)
+                out["cancelled"] += len(messages)
+                return out, None
         counts, error = self.deliver(provider, messages, rows)
         out.update(counts)
         return out, error
 
+    def release_decided(self, channel: str, limit: int = 500) -> Counter[str]:
+        """Send the messages of the campaigns whose approvers said yes (through quiet hours and the
+        cap, as any fresh message), and cancel those they rejected."""
+        out: Counter[str] = Counter()
+        for uid, cid, verdict in self.ledger.decided(channel):
+            rows = self.ledger.awaiting(channel, uid, cid, limit)
+            if verdict == "approved":
+                out.update(self._release(channel, rows))
+            else:
+                self.ledger.mark(Mark(r.key, State.CANCELLED, None, "rejected") for r in rows)
+                out["cancelled"] += len(rows)
+        return out
+
     def release_due(self, channel: str, limit: int = 500) -> Counter[str]:
-        """Send the deferred messages whose quiet hours are over."""
-        due = self.ledger.due(channel, self.clock().timestamp(), limit)
-        if not due:
+        """Send the approved messages, then the deferred ones whose quiet hours are over."""
+        out = self.release_decided(channel, limit)
+        if self.channels[channel].spec.quiet_hours:
+            out.update(self._release(channel, self.ledger.due(channel, self.clock().timestamp(), limit)))
+        return out
+
+    def _release(self, channel: str, rows: Sequence[Row]) -> Counter[str]:
+        """Send ledgered messages (deferred or approved) unless their address opted out meanwhile."""
+        if not rows:
             return Counter()
-        provider = self.channels[channel]
-        listed = self.ledger.suppressed(channel, [r.destination for r in due if r.destination])
-        emergency = {r.key: (r.payload or {}).get("priority") == "emergency" for r in due}
+        listed = self.ledger.suppressed(channel, [r.destination for r in rows if r.destination])
+        emergency = {r.key: (r.payload or {}).get("priority") == "emergency" for r in rows}
         late_optout = [
-            m for r in due if (m := policies.opted_out(r.key, r.destination, listed, emergency[r.key])) is not None
+            m for r in rows if (m := policies.opted_out(r.key, r.destination, listed, emergency[r.key])) is not None
         ]
         self.ledger.mark(late_optout)
         stopped = {m.key for m in late_optout}
-        messages = [Message(**r.payload) for r in due if r.payload and r.key not in stopped]
-        out, error = self.deliver(provider, messages, {r.key: r for r in due})
+        messages = [Message(**r.payload) for r in rows if r.payload and r.key not in stopped]
+        out, error = self.deliver(self.channels[channel], messages, {r.key: r for r in rows})
         out["released"] += len(messages)
         out["suppressed"] += len(late_optout)
         if error is not None:
@@ -256,6 +288,9 @@ class Pipeline:
             # (When nothing gets through, the worker backs off exponentially instead.)
             return TransientDeliveryError(str(o.transient), o.transient.code, retry_after=PARTIAL_RETRY)
         return o.transient
+
+
+_RELEASED = frozenset({State.DEFERRED, State.AWAITING_APPROVAL})
 
 
 def _guardian(t: Target) -> str | None:

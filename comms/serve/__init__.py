@@ -7,6 +7,7 @@
     POST /webhooks/sendgrid/events  SendGrid's Event Webhook: delivered, bounce, dropped, spam reports...
     GET|POST /unsubscribe           RFC 8058 one-click unsubscribe (POST), and a page to confirm (GET)
     GET /healthz, GET /metrics      liveness; Prometheus counters of requests, refusals, bus writes, lag
+    /login, /console/...            the communications office's console (comms/console): sessions and roles
 
 A request is verified (Twilio's X-Twilio-Signature with the SDK's RequestValidator against the public
 URL; SendGrid's ECDSA signature with the SDK's EventWebhook helper, with a timestamp tolerance against
@@ -40,12 +41,16 @@ from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
+from comms.accounts import Accounts
 from comms.app import Env
 from comms.bus import Bus, open_bus
 from comms.clock import Clock, clock_from_env
 from comms.config import Settings, load_settings
+from comms.console import ConsoleApp
+from comms.console.sessions import Sessions, console_secret
 from comms.errors import CommsError, EventValidationError
 from comms.events import load_json, make_event, parse_event, validate_data
+from comms.ledger import Ledger
 from comms.producers import Producers
 from comms.render import Renderer
 from comms.replies import keyword
@@ -67,6 +72,7 @@ class ServeSettings:
     unsubscribe_secret: str | None
     max_bytes: int = 1024 * 1024
     tolerance: float = 300.0  # seconds a SendGrid signature's timestamp may be off
+    console_idle: float = 30 * 60  # seconds without a page view that end a console session
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> ServeSettings:
@@ -78,6 +84,7 @@ class ServeSettings:
             unsubscribe_secret=e.get("COMMS_UNSUBSCRIBE_SECRET") or None,
             max_bytes=int(e.get("COMMS_WEBHOOK_MAX_BYTES", str(1024 * 1024))),
             tolerance=float(e.get("COMMS_SENDGRID_WEBHOOK_TOLERANCE", "300")),
+            console_idle=60 * float(e.get("COMMS_CONSOLE_IDLE_MINUTES", "30")),
         )
 
 
@@ -120,6 +127,17 @@ class Service:
         self.languages = {g.phone: g.language for g in roster.guardians.values() if g.phone}
         self.twilio = RequestValidator(serve.twilio_auth_token) if serve.twilio_auth_token else None
         self.sendgrid = EventWebhook(serve.sendgrid_public_key) if serve.sendgrid_public_key else None
+        self.ledger = Ledger(env.ledger, clock)
+        self.accounts = Accounts(env.ledger.with_name("accounts.db"), clock)
+        self.console = ConsoleApp(
+            settings=settings,
+            roster=roster,
+            ledger=self.ledger,
+            accounts=self.accounts,
+            sessions=Sessions(console_secret(os.environ, env.ledger.parent), clock, idle=serve.console_idle),
+            clock=clock,
+            secure=(serve.public_url or "").startswith("https://"),
+        )
 
     # -- the plumbing every route shares ----------------------------------------------------------------
     def route(self, name: str, fn: Callable[[Request, bytes], Awaitable[Response]]) -> Callable[..., Any]:
@@ -365,6 +383,7 @@ def create_app(service: Service) -> Starlette:
         Route("/unsubscribe", service.route("unsubscribe", service.unsubscribe), methods=["GET", "POST"]),
         Route("/healthz", service.healthz),
         Route("/metrics", service.metrics),
+        *service.console.routes(),
     ]
 
     @contextlib.asynccontextmanager
@@ -376,5 +395,7 @@ def create_app(service: Service) -> Starlette:
         await service.events_commit.stop()
         service.bus.close()
         service.producers.close()
+        service.ledger.close()
+        service.accounts.close()
 
     return Starlette(routes=routes, lifespan=lifespan)
