@@ -129,3 +129,16 @@ def preview_event(env: Env, event: Event, channel: str, lang: str) -> list[tuple
     if not out:
         raise RenderError(f"no campaign sends {event.type!r} on channel {channel!r}")
     return out
+
+
+def warnings(settings: Settings) -> list[str]:
+    """What is allowed but probably not meant: a mass send that nobody approves."""
+    out = []
+    for cid, c in settings.campaigns.items():
+        gated = [name for name, _ in c.channels.items() if channel_class(name).gated]
+        if c.audience.select == "scope" and c.approval == "none" and gated:
+            out.append(
+                f"campaigns.{cid}: every event sends to every family in its scope at once ({', '.join(gated)}); "
+                "`approval: one` (or `two`) holds it for the office to check in the console first"
+            )
+    return out

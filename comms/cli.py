@@ -143,6 +143,7 @@ def run(
     # the pipeline is imported, so a stop during start-up is a clean stop too
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     from comms.app import App
+    from comms.progress import for_console
     from comms.worker import close_all
     from comms.worker import run as run_workers
 
@@ -153,6 +154,7 @@ def run(
     except CommsError as exc:
         _fail(exc)
     failed: CommsError | None = None
+    a.pipeline.progress = progress = for_console(err)  # bars on a terminal, a line every 5 s in logs
     try:
         run_workers(workers, until_idle=until_idle, stop=stop)
     except KeyboardInterrupt:
@@ -160,6 +162,7 @@ def run(
     except CommsError as exc:  # a damaged, deleted or full file, or the configuration: stop, say why
         failed = exc
     finally:
+        progress.close()
         close_all(*workers, a)
     if failed is not None:
         _fail(failed)
@@ -194,7 +197,7 @@ def serve(
 def validate() -> None:
     """Check campaigns.yaml, that every template exists in every language, and that each renders."""
     from comms.app import Env
-    from comms.checks import check_templates
+    from comms.checks import check_templates, warnings
 
     env = Env.from_environ()
     try:
@@ -204,6 +207,8 @@ def validate() -> None:
         problems = check_templates(settings, env)
     except ConfigError as exc:
         _fail(exc)
+    for w in warnings(settings):
+        err.print(f"[bold yellow]warning:[/] {w}", highlight=False)
     if problems:
         for p in problems:
             err.print(f"[bold red]error:[/] {p}", highlight=False)
@@ -370,7 +375,15 @@ def approvals_list() -> None:
         waiting = approvals.waiting()
     except CommsError as exc:
         _fail(exc)
-    t = Table("ref", "event", "campaign", "messages held", "approved by", "needs", title="awaiting approval")
+    t = Table(
+        Column("ref", no_wrap=True, min_width=12),
+        Column("event", overflow="fold"),
+        Column("campaign", no_wrap=True),
+        "held",
+        "approved by",
+        "needs",
+        title="awaiting approval",
+    )
     for s in waiting:
         t.add_row(
             ref(s.event_uid), s.event_uid, s.campaign, str(s.awaiting), ", ".join(s.approvers) or "-", str(s.required)
@@ -535,12 +548,16 @@ def roster_import(
 
     A bundle that fails a structural check changes nothing and exits 1."""
     from comms.oneroster import import_bundle
+    from comms.progress import for_console
 
     db = _roster_db()
+    progress = for_console(err)
     try:
-        report = import_bundle(directory, db, allow_shrink=allow_shrink, max_shrink=max_shrink)
+        report = import_bundle(directory, db, allow_shrink=allow_shrink, max_shrink=max_shrink, progress=progress)
     except CommsError as exc:
         _fail(exc)
+    finally:
+        progress.close()
     for w in report.warnings:
         err.print(f"[bold yellow]warning:[/] {directory / w.file}: {w.reason}", highlight=False)
     if report.fatal:
@@ -567,8 +584,13 @@ def roster_generate(
 ) -> None:
     """Write a synthetic OneRoster 1.1 bundle (marked synthetic: local providers only)."""
     from comms.dev.generate import generate_bundle
+    from comms.progress import for_console
 
-    counts = generate_bundle(out_dir, students, seed)
+    progress = for_console(err)
+    try:
+        counts = generate_bundle(out_dir, students, seed, progress)
+    finally:
+        progress.close()
     out.print(f"wrote {out_dir}: " + ", ".join(f"{v:,} {k}" for k, v in counts.items()))
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 from comms import addresses
 from comms.channels import channel_classes
+from comms.progress import NO_PROGRESS, Tracker
 from comms.store import SqliteFile
 
 # guardians before consents were one column per channel's consent (sms_consent, email_consent)
@@ -195,7 +196,7 @@ def check_structure(directory: Path) -> list[Problem]:
 
 
 def read_bundle(
-    directory: Path, default_language: str = "en", region: str = "US"
+    directory: Path, default_language: str = "en", region: str = "US", progress: Tracker = NO_PROGRESS
 ) -> tuple[dict[str, Any], ImportReport]:
     """Parse a bundle into tables of rows; row problems are collected; BundleError if it is broken."""
     report = ImportReport()
@@ -223,7 +224,10 @@ def read_bundle(
             schools[row["sourcedId"]] = (row["sourcedId"], row["name"])
 
     enrolled_at: dict[str, str] = {}
+    progress.task("enrollments.csv rows")
     for line, row in _rows(directory / "enrollments.csv"):
+        if line % 1000 == 0:
+            progress.advance("enrollments.csv rows", 1000)
         if "__short__" in row:
             bad(Problem("enrollments.csv", line, row["__short__"]))
         elif row.get("role") == "student" and row.get("schoolSourcedId") in schools:
@@ -235,7 +239,10 @@ def read_bundle(
     seen: dict[str, int] = {}  # sourcedId -> its line, for duplicates
     left_out: dict[str, int] = {}  # students left out -> their line, for the guardians that name them
     agents: dict[str, tuple[int, str, list[str]]] = {}  # user -> (line, role, agent ids) to link afterwards
+    progress.task("users.csv rows")
     for line, row in _rows(directory / "users.csv"):
+        if line % 1000 == 0:
+            progress.advance("users.csv rows", 1000)
         if "__short__" in row:
             bad(Problem("users.csv", line, row["__short__"]))
             continue
@@ -342,6 +349,7 @@ def import_bundle(
     *,
     allow_shrink: bool = False,
     max_shrink: float = MAX_SHRINK,
+    progress: Tracker = NO_PROGRESS,
 ) -> ImportReport:
     """Replace the roster in `db` with the bundle's, in one transaction; report what changed.
 
@@ -352,7 +360,7 @@ def import_bundle(
     if fatal:
         return ImportReport(fatal=fatal)
     try:
-        tables, report = read_bundle(directory, default_language)
+        tables, report = read_bundle(directory, default_language, progress=progress)
     except BundleError as exc:
         return ImportReport(fatal=[exc.problem])
     file = SqliteFile(Path(db), "roster")

@@ -79,7 +79,8 @@ class Worker:
                 return 0
             self.stats.update(counts)
             released = counts["released"]
-        records = self.consumer.poll(max_records=max_records, timeout=timeout)
+        # with released messages in hand there may be more: no waiting on an empty topic meanwhile
+        records = self.consumer.poll(max_records=max_records, timeout=0.0 if released else timeout)
         if self.handle_many is not None:
             return self._step_many(records)
         done: list[Record] = []

@@ -216,3 +216,16 @@ def test_campaigns_yaml_says_which_approval_and_where(tmp_path: Path) -> None:
         parse_settings(
             text.replace("sms: {template: platform_switch}", "sms: {template: platform_switch, approval: true}")
         )
+
+
+def test_validate_warns_of_a_mass_send_nobody_approves(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import UNGATED
+
+    monkeypatch.setenv("COMMS_CONFIG", str(UNGATED))
+    monkeypatch.setenv("COMMS_TEMPLATES", str(ROOT / "templates"))
+    result = CliRunner().invoke(cli, ["validate"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "warning: campaigns.meal-schedule: every event sends to every family in its scope at once" in result.output
+    assert "campaigns.show-up" not in result.output  # one student's family: no gate needed
+    monkeypatch.setenv("COMMS_CONFIG", str(ROOT / "campaigns.yaml"))
+    assert "warning" not in CliRunner().invoke(cli, ["validate"], env={"COLUMNS": "400"}).output

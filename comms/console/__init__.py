@@ -97,7 +97,7 @@ class ConsoleApp:
             lstrip_blocks=True,
         )
         self.jinja.filters["when"] = self._when
-        self.jinja.filters["money"] = lambda v: "-" if v is None else f"${v:,.2f}"
+        self.jinja.filters["money"] = _money
         self.jinja.filters["duration"] = _duration
         self.jinja.filters["ref"] = ref
         self.jinja.globals["quote"] = lambda v: quote(str(v), safe="")
@@ -144,7 +144,7 @@ class ConsoleApp:
                 response = await handler(request, Ctx(account, session, form))
             except (AccessError, ApprovalError) as exc:
                 response = PlainTextResponse(str(exc), status_code=409)
-            if not export:  # a page view: the idle timeout starts again
+            if not export and "set-cookie" not in response.headers:  # a page view: the idle timeout starts again
                 self._set_cookie(response, self.sessions.touch(session))
             return _secured(response)
 
@@ -439,6 +439,12 @@ def _event_state(statuses: list[Any], s: dict[str, Any]) -> str:
     if statuses and all(st.verdict == "rejected" for st in statuses):
         return "cancelled"
     return "done" if s["done"] >= s["total"] else "sending"
+
+
+def _money(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"  # a cent's fraction still shows
 
 
 def _duration(seconds: float | None) -> str:

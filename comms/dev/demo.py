@@ -124,3 +124,11 @@ def sample_events() -> list[bytes]:
         time="2020-11-20T18:30:00-05:00",
     )
     return [*demo_events()[:2], threshold]
+
+
+if __name__ == "__main__":
+    # the two seed releases' events as JSON Lines, for `comms publish -` (README: "The console")
+    import sys
+
+    for raw in demo_events()[:2]:
+        sys.stdout.write(raw.decode("utf-8") + "\n")

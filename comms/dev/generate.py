@@ -18,6 +18,8 @@ from pathlib import Path
 
 from faker import Faker
 
+from comms.progress import NO_PROGRESS, Tracker
+
 GRADES = ("PK", "KG", *(f"{n:02d}" for n in range(1, 13)))
 BANDS = {"elementary": GRADES[:7], "middle": GRADES[7:10], "senior": GRADES[10:]}
 LANG_WEIGHTS = (("es", 0.52), ("en", 0.40), ("ht", 0.08))
@@ -49,8 +51,11 @@ USER_FIELDS = [
 ]
 
 
-def generate_bundle(directory: str | Path, students: int, seed: int = 2020) -> dict[str, int]:
+def generate_bundle(
+    directory: str | Path, students: int, seed: int = 2020, progress: Tracker = NO_PROGRESS
+) -> dict[str, int]:
     out = Path(directory)
+    progress.task("students generated", students)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     fakers = {lang: Faker(loc) for lang, loc in FAKER_LOCALE.items()}
@@ -102,6 +107,7 @@ def generate_bundle(directory: str | Path, students: int, seed: int = 2020) -> d
             gids = [f"g{h:07d}-{k}" for k in range(rng.choices((1, 2), (0.7, 0.3))[0])]
             sids = [f"s{counts['students'] + k + 1:07d}" for k in range(kids)]
             kid_schools: list[str] = []
+            progress.advance("students generated", kids)
             for sid in sids:
                 grade = rng.choice(GRADES)
                 band = next(b for b, gs in BANDS.items() if grade in gs)

@@ -33,6 +33,7 @@ from comms.ledger import FINAL, Entry, Ledger, Mark, Row, State, delivery_key, m
 from comms.pipeline import deliver, policies
 from comms.pipeline.audience import Target, targets
 from comms.pipeline.compose import Composer, context
+from comms.progress import NO_PROGRESS, Tracker
 from comms.render import Rendered, Renderer
 from comms.roster import Recipient, Roster
 
@@ -56,6 +57,7 @@ class Pipeline:
         self.clock = clock
         self.chunk = chunk  # recipients ledgered, rendered and sent at a time
         self.composer = Composer(settings, roster, renderer)
+        self.progress: Tracker = NO_PROGRESS  # families handled per channel (`comms run` shows it)
 
     def context(
         self, cid: str, campaign: Campaign, event: Event, lang: str, recipient: Recipient | None
@@ -101,9 +103,12 @@ class Pipeline:
             texts = {} if personal else self.composer.each_language(spec, options, cid, campaign, event, who, outcome)
             plans.append((cid, campaign, options, who, texts))
         transient: TransientDeliveryError | None = None
+        for _, _, _, who, _ in plans:
+            self.progress.task(spec.name, len(who))
         for cid, campaign, options, who, texts in plans:
             for i in range(0, len(who), self.chunk):
                 counts, error = self._chunk(provider, event, cid, campaign, options, who[i : i + self.chunk], texts)
+                self.progress.advance(spec.name, len(who[i : i + self.chunk]))
                 outcome.update(counts)
                 if error is not None:
                     transient = transient or error
@@ -183,12 +188,12 @@ class Pipeline:
         out.update(counts)
         return out, error
 
-    def release_decided(self, channel: str, limit: int = 500) -> Counter[str]:
+    def release_decided(self, channel: str, limit: int | None = None) -> Counter[str]:
         """Send the messages of the campaigns whose approvers said yes (through quiet hours and the
         cap, as any fresh message), and cancel those they rejected."""
         out: Counter[str] = Counter()
         for uid, cid, verdict in self.ledger.decided(channel):
-            rows = self.ledger.awaiting(channel, uid, cid, limit)
+            rows = self.ledger.awaiting(channel, uid, cid, limit or self.chunk)  # a chunk, as a fresh fan-out
             if verdict == "approved":
                 out.update(self._release(channel, rows))
             else:
@@ -198,7 +203,7 @@ class Pipeline:
 
     def release_due(self, channel: str, limit: int = 500) -> Counter[str]:
         """Send the approved messages, then the deferred ones whose quiet hours are over."""
-        out = self.release_decided(channel, limit)
+        out = self.release_decided(channel)
         if self.channels[channel].spec.quiet_hours:
             out.update(self._release(channel, self.ledger.due(channel, self.clock().timestamp(), limit)))
         return out
