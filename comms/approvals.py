@@ -16,7 +16,6 @@ rejection and press-draft edit goes to the audit log, which the ledger's trigger
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 from dataclasses import dataclass
 
 from comms.config import Settings
@@ -180,13 +179,6 @@ class Approvals:
         now = self.ledger.clock().timestamp()
         self.ledger.write(_audit(now, who, action, event_uid, campaign, detail))
 
-    def approvers_by_campaign(self, event_uid: str) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = defaultdict(list)
-        for cid, who in self.ledger.query(
-            "SELECT campaign, who FROM approvals WHERE event_uid=? AND verdict='approved' ORDER BY at", (event_uid,)
-        ):
-            out[cid].append(who)
-        return dict(out)
 
 
 def _audit(
