@@ -256,7 +256,7 @@ def test_two_processes_share_partitions_and_kill_9_loses_nothing(tmp_path: Path)
             broker.close()  # stop the broker ...
             broker.enter_context(noida_kafka(tmp_path / "broker", port))  # ... and start it again on its data
             procs.append(_start_sms(env, logs[0]))
-        _wait_for(lambda: len(list(sms_dir.glob("*.txt"))) == expected, 120, "the group to finish")
+        _wait_for(lambda: len(list(sms_dir.glob("*.txt"))) == expected, 120, "the group to finish", logs)
         codes = [_stop(p) for p in procs[1:]]
         assert codes == [0, 0] or (real and codes == [0]), (codes, [lg.read_text()[-3000:] for lg in logs])
     assert done_when_killed < expected  # the kill really landed mid-fan-out

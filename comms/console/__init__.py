@@ -41,7 +41,7 @@ from comms.approvals import Approvals, ref
 from comms.clock import Clock
 from comms.config import Settings
 from comms.console import plan as plans
-from comms.console.drafts import Drafts
+from comms.console.drafts import PRESS, Drafts
 from comms.console.reach import csv_text, not_reached
 from comms.console.sessions import COOKIE, Session, Sessions, Throttle
 from comms.errors import AccessError, ApprovalError
@@ -304,7 +304,9 @@ class ConsoleApp:
     def _delivery(self) -> list[dict[str, Any]]:
         rows = self.ledger.tallies()
         table: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for _, cid, _channel, lang, state, n in rows:
+        for _, cid, channel, lang, state, n in rows:
+            if channel == PRESS:  # a draft is not a message to a family
+                continue
             cell = table[(cid, lang)]
             cell[_COLUMN.get(State(state), state)] += n
             cell["messages"] += n
