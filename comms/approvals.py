@@ -180,7 +180,6 @@ class Approvals:
         self.ledger.write(_audit(now, who, action, event_uid, campaign, detail))
 
 
-
 def _audit(
     now: float, who: str, action: str, event_uid: str | None, campaign: str | None, detail: str
 ) -> tuple[str, list[tuple[object, ...]]]:

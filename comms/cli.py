@@ -729,6 +729,55 @@ def report(
         out.print(rt)
 
 
+ledger_app = typer.Typer(help="The delivery ledger's upkeep.")
+app.add_typer(ledger_app, name="ledger")
+
+
+@ledger_app.command("prune")
+def ledger_prune(
+    before: Annotated[
+        str | None, typer.Option("--before", help="YYYY-MM-DD (district time); default: campaigns.yaml retention")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="count, change nothing")] = False,
+) -> None:
+    """Forget the texts and addresses of messages done before the retention cutoff (the school year
+    they were sent in and `district.retention.keep_days` more); counts and reasons stay."""
+    import datetime as dt
+
+    from comms.app import Env
+    from comms.clock import clock_from_env
+    from comms.config import load_settings
+    from comms.ledger import Ledger
+    from comms.pipeline.policies import retention_cutoff
+
+    env = Env.from_environ()
+    try:
+        settings = load_settings(env.config)
+        tz = settings.district.tz
+        now = clock_from_env(os.environ)().astimezone(tz)
+        if before:
+            try:
+                cutoff = dt.datetime.combine(dt.date.fromisoformat(before), dt.time(), tzinfo=tz)
+            except ValueError:
+                raise ConfigError(f"--before {before!r}: not a date (YYYY-MM-DD)") from None
+            if cutoff > now:
+                raise ConfigError(f"--before {before}: in the future; nothing done may be pruned yet")
+        else:
+            r = settings.district.retention
+            cutoff = retention_cutoff(now, r.school_year_ends, r.keep_days)
+        ledger = Ledger(env.ledger)
+        with contextlib.closing(ledger):
+            done = ledger.prune(cutoff.timestamp(), dry_run=dry_run)
+    except CommsError as exc:
+        _fail(exc)
+    verb = "would forget" if dry_run else "forgot"
+    out.print(
+        f"messages before {cutoff:%Y-%m-%d %H:%M %Z}: {verb} the text and address of {done['messages']:,}, "
+        f"{done['replies']:,} replies, {done['contents']:,} stored texts; counts and reasons stay",
+        highlight=False,
+    )
+
+
 @app.command()
 def schema(
     out_dir: Annotated[Path, typer.Option("--out", help="folder for the JSON Schema files")] = Path("comms/schemas"),

@@ -62,6 +62,23 @@ class Sending(_Model):
     per_second: float = Field(gt=0, le=1_000_000)  # messages (SMS: segments) the account sends per second
 
 
+class Retention(_Model):
+    """How long the ledger keeps what identifies a family in a message (its text and address): the
+    school year it was sent in, and `keep_days` more (complaints, audits, a late bounce)."""
+
+    school_year_ends: Annotated[str, StringConstraints(pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")] = "06-30"
+    keep_days: int = Field(default=30, ge=0, le=3650)
+
+    @field_validator("school_year_ends")
+    @classmethod
+    def _a_day_every_year(cls, v: str) -> str:
+        try:
+            dt.date(2001, *(int(x) for x in v.split("-")))  # not a leap year: no 02-29
+        except ValueError:
+            raise ValueError(f"{v!r} is not a day every year has (MM-DD)") from None
+        return v
+
+
 class District(_Model):
     name: Text
     short_name: Text
@@ -80,6 +97,7 @@ class District(_Model):
     daily_cap: DailyCap = DailyCap()
     sms_max_segments: int = Field(default=3, ge=1, le=10)
     sending: dict[str, Sending] = {}
+    retention: Retention = Retention()
 
     @field_validator("sending")
     @classmethod

@@ -43,7 +43,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from comms.channels import REGISTRY, channel_class
+from comms.channels import REGISTRY, channel_class, channel_classes
 from comms.channels.base import Message
 from comms.clock import Clock, system_clock
 from comms.errors import ConfigError, IllegalTransition
@@ -823,6 +823,47 @@ class Ledger:
         )
         with self._lock, self.file.errors("cannot read"):
             return [(c, lang, n) for c, lang, n in self.conn.execute(q, (campaign,))]
+
+    # -- retention --------------------------------------------------------------------------------------
+    def prune(self, before: float, dry_run: bool = False) -> dict[str, int]:
+        """Forget what identifies a family in the messages created before `before` that are done:
+        the rendered text and the address (the payload and `destination`), and the addresses and
+        numbers in the detail (a bounce reason quotes one); the texts families sent before it too.
+        What stays: campaign, channel, language, state and reason (the reports and tallies), the key
+        (a redelivered event is still skipped), the guardian's roster id; press drafts stay whole,
+        and the suppression list stays (an opt-out never expires). Returns what it changed."""
+        from comms.privacy import scrub
+
+        families = tuple(c.name for c in channel_classes() if c.audience == "families")
+        final = tuple(s.value for s in FINAL)
+        where = (
+            f"created < ? AND state IN ({','.join('?' * len(final))}) AND channel IN "
+            f"({','.join('?' * len(families))}) AND (payload IS NOT NULL OR destination IS NOT NULL)"
+        )
+        args = (before, *final, *families)
+        with self._lock, self.file.errors("cannot prune"):
+            rows = self.conn.execute(f"SELECT key, detail FROM deliveries WHERE {where}", args).fetchall()
+            replies = self.conn.execute("SELECT count(*) FROM replies WHERE received < ?", (before,)).fetchone()[0]
+        if dry_run:
+            return {"messages": len(rows), "replies": replies, "contents": 0}
+        with self._lock, self.file.errors("cannot prune"):
+            self.file.check()
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.executemany(
+                    "UPDATE deliveries SET payload=NULL, destination=NULL, detail=? WHERE key=?",
+                    [(scrub(d) if d else d, k) for k, d in rows],
+                )
+                self.conn.execute("DELETE FROM replies WHERE received < ?", (before,))
+                contents = self.conn.execute(
+                    "DELETE FROM contents WHERE hash NOT IN (SELECT json_extract(payload, '$.content') "
+                    "FROM deliveries WHERE payload IS NOT NULL AND json_extract(payload, '$.content') IS NOT NULL)"
+                ).rowcount
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        return {"messages": len(rows), "replies": replies, "contents": contents}
 
     def close(self) -> None:
         self.conn.close()

@@ -68,3 +68,23 @@ def test_paths_in_the_image_exist_in_the_repo() -> None:
         assert env[var] == f"/app/{repo_path}" and (ROOT / repo_path).exists()
         assert f"COPY {repo_path} " in dockerfile
     assert Path(env["COMMS_LEDGER"]).parent.parent == Path("/data")
+
+
+def test_what_must_survive_a_restart_lives_in_named_volumes() -> None:
+    """`docker compose down` and `up` keep the Kafka log (topics, committed offsets) and the ledger."""
+    import base64
+
+    services = COMPOSE["services"]
+
+    def mounts(svc: dict) -> list[Path]:
+        named = [m.split(":") for m in svc["volumes"]]
+        assert all(volume in COMPOSE["volumes"] for volume, _ in named)  # named volumes, not the container
+        return [Path(path) for _, path in named]
+
+    kafka = services["kafka"]["environment"]
+    log_dirs = [Path(d) for d in str(kafka["KAFKA_LOG_DIRS"]).split(",")]
+    assert all(any(d == m or m in d.parents for m in mounts(services["kafka"])) for d in log_dirs)
+    assert len(base64.urlsafe_b64decode(kafka["CLUSTER_ID"] + "==")) == 16  # fixed: the volume is formatted once
+    for name in CONSUMERS:
+        ledger = Path(services[name]["environment"]["COMMS_LEDGER"])
+        assert any(m in ledger.parents for m in mounts(services[name]))

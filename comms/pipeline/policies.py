@@ -82,3 +82,15 @@ def daily_cap(
             counts[m.guardian or ""] += 1
             allowed.append(m)
     return allowed, capped
+
+
+def retention_cutoff(now: dt.datetime, school_year_ends: str, keep_days: int) -> dt.datetime:
+    """The instant before which a message's text and address may be forgotten (district time):
+    the end of the latest school year that ended at least `keep_days` before `now`."""
+    month, day = (int(x) for x in school_year_ends.split("-"))
+    year = now.year
+    while True:
+        end = dt.datetime.combine(dt.date(year, month, day), dt.time(), tzinfo=now.tzinfo) + dt.timedelta(days=1)
+        if end + dt.timedelta(days=keep_days) <= now:
+            return end
+        year -= 1
