@@ -24,7 +24,8 @@ def test_the_cutoff_is_the_end_of_the_last_school_year_at_least_keep_days_ago() 
     assert retention_cutoff(at(2026, 7, 31), "06-30", 30) == at(2026, 7, 1)
     assert retention_cutoff(at(2026, 3, 1), "06-30", 0) == at(2025, 7, 1)
     text = (ROOT / "campaigns.yaml").read_text("utf-8")
-    bad = text.replace("  sending:\n", "  retention: {school_year_ends: '02-29'}\n  sending:\n")
+    bad = text.replace('school_year_ends: "06-30"', 'school_year_ends: "02-29"')
+    assert bad != text
     with pytest.raises(ConfigError, match="not a day every year has"):
         parse_settings(bad)
 
