@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -121,9 +122,12 @@ def main() -> None:
     print(f"| counts() (the tallies) | {timed(ledger.counts):.0f} ms | | |")
     first = ledger.conn.execute("SELECT min(created) FROM deliveries").fetchone()[0]
     print(
-        f"| prune of the first event ({PER_EVENT:,} rows) | {timed(lambda: ledger.prune(first + 1)) / 1000:.1f} s | | |"
+        f"| prune of the first event ({min(args.rows, PER_EVENT):,} rows) | "
+        f"{timed(lambda: ledger.prune(first + 1)) / 1000:.1f} s | | |"
     )
     ledger.close()
+    if not args.keep:
+        shutil.rmtree(folder)
 
 
 if __name__ == "__main__":
