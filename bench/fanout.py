@@ -37,7 +37,7 @@ from comms.bus import open_bus
 from comms.channels.base import Message
 from comms.channels.sendgrid_email import mail_payload
 from comms.dev.broker import free_port
-from comms.dev.demo import demo_events
+from comms.dev.demo import demo_events, ungated
 from comms.dev.servers import (
     ACCOUNT_SID,
     API_KEY,
@@ -164,19 +164,6 @@ def ledger_counts(path: Path) -> dict[tuple[str, str], int]:
     return {(c, s): n for c, s, n in rows}
 
 
-def ungated(tmp: Path) -> str:
-    """campaigns.yaml with every campaign at `approval: none`: this bench measures the send path, as
-    before the approval gate (bench/console.py measures planning, approval and release)."""
-    import yaml
-
-    doc = yaml.safe_load((ROOT / "campaigns.yaml").read_text("utf-8"))
-    for c in doc["campaigns"].values():
-        c["approval"] = "none"
-    path = tmp / "campaigns.yaml"
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), "utf-8")
-    return str(path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--students", type=int, default=334_000)
@@ -217,7 +204,8 @@ def main() -> None:
                 "COMMS_VAR": f"{tmp}/var",
                 "COMMS_OUT": f"{tmp}/out",
                 "COMMS_ROSTER": str(db),
-                "COMMS_CONFIG": ungated(Path(tmp)),
+                # approval: none: this bench measures the send path (bench/console.py: approval and release)
+                "COMMS_CONFIG": str(ungated(ROOT / "campaigns.yaml", Path(tmp))),
                 "COMMS_TEMPLATES": str(ROOT / "templates"),
                 "COMMS_TEST_NOW": NOON,
                 **provider_env(urls["twilio"], urls["sendgrid"]),

@@ -133,7 +133,7 @@ class Approvals:
                     "AND verdict='approved') >= ?",
                     [(event_uid, s.campaign, now, event_uid, s.campaign, s.required)],
                 ),
-                _audit(now, who, "approve", event_uid, s.campaign, f"{len(s.approvers) + 1} of {s.required}"),
+                audit_line(now, who, "approve", event_uid, s.campaign, f"{len(s.approvers) + 1} of {s.required}"),
             ]
         self.ledger.write(*statements)
         return [self.status(event_uid, s.campaign) for s in todo]
@@ -159,7 +159,7 @@ class Approvals:
                     "AND state='awaiting_approval'",
                     [(f"rejected by {who}: {reason}", now, s.campaign, event_uid)],
                 ),
-                _audit(now, who, "reject", event_uid, s.campaign, reason),
+                audit_line(now, who, "reject", event_uid, s.campaign, reason),
             ]
         self.ledger.write(*statements)
         return [self.status(event_uid, s.campaign) for s in todo]
@@ -177,10 +177,10 @@ class Approvals:
 
     def log(self, who: str, action: str, event_uid: str | None, campaign: str | None, detail: str) -> None:
         now = self.ledger.clock().timestamp()
-        self.ledger.write(_audit(now, who, action, event_uid, campaign, detail))
+        self.ledger.write(audit_line(now, who, action, event_uid, campaign, detail))
 
 
-def _audit(
+def audit_line(
     now: float, who: str, action: str, event_uid: str | None, campaign: str | None, detail: str
 ) -> tuple[str, list[tuple[object, ...]]]:
     return (

@@ -309,8 +309,8 @@ def demo(
         approvals = Approvals(a.pipeline.ledger, a.settings)
         held = approvals.waiting()
         for uid in sorted({s.event_uid for s in held}):
-            for _ in range(max(s.required for s in held if s.event_uid == uid)):
-                approvals.approve(uid, f"demo-{_ + 1}")
+            for n in range(1, 1 + max(s.required for s in held if s.event_uid == uid)):
+                approvals.approve(uid, f"demo-{n}")
         if held:
             out.print(
                 f"approved {len(held)} held mass send(s) as the demo accounts demo-1 and demo-2 "

@@ -645,10 +645,12 @@ class Ledger:
     def decided(self, channel: str) -> list[tuple[str, str, str]]:
         """(event uid, campaign, verdict) of the decided campaigns with messages still awaiting on
         `channel`: the release loop sends or cancels them."""
+        # from the decisions (a few a month), each looked up in the tallies by their key's prefix: it
+        # runs at every step of every consumer, and the tallies grow with every event ever handled
         return self.query(
-            "SELECT t.event_uid, t.campaign, d.verdict FROM tallies t JOIN decisions d "
-            "ON d.event_uid = t.event_uid AND d.campaign = t.campaign "
-            "WHERE t.channel=? AND t.state='awaiting_approval' AND t.n > 0 GROUP BY 1, 2, 3",
+            "SELECT d.event_uid, d.campaign, d.verdict FROM decisions d WHERE EXISTS (SELECT 1 FROM tallies t "
+            "WHERE t.event_uid = d.event_uid AND t.campaign = d.campaign AND t.channel=? "
+            "AND t.state='awaiting_approval' AND t.n > 0)",
             (channel,),
         )
 

@@ -18,13 +18,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 
 from comms.app import App, Env
 from comms.bus import Bus, open_bus
 from comms.dev import servers as devservers
 from comms.dev.broker import free_port, noida_kafka  # noqa: F401 - tests import them from here
-from comms.dev.demo import demo_events
+from comms.dev.demo import demo_events, ungated
 from comms.dev.servers import FakeSendGrid, FakeTwilio
 from comms.worker import Worker, run
 from tests.rosters import write_roster
@@ -40,12 +39,7 @@ def _ungated() -> Path:
     on the real file."""
     folder = Path(tempfile.mkdtemp(prefix="comms-tests-"))
     atexit.register(shutil.rmtree, folder, True)
-    doc = yaml.safe_load((ROOT / "campaigns.yaml").read_text("utf-8"))
-    for c in doc["campaigns"].values():
-        c["approval"] = "none"
-    path = folder / "campaigns.yaml"
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), "utf-8")
-    return path
+    return ungated(ROOT / "campaigns.yaml", folder)
 
 
 #: the configuration the tests' environments use (see _ungated)

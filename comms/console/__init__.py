@@ -261,7 +261,9 @@ class ConsoleApp:
     async def event_progress(self, request: Request, ctx: Ctx) -> Response:
         uid = request.query_params.get("uid", "")
         rows = await run_in_threadpool(self.ledger.tallies, [uid])
-        return self.render("_progress.html", ctx, s=plans.summary(rows), rows=_pivot(rows))
+        return self.render(
+            "_progress.html", ctx, s=plans.summary(rows), rows=_pivot(rows, ("campaign", "channel", "lang"))
+        )
 
     async def decide(self, request: Request, ctx: Ctx) -> Response:
         uid = ctx.form.get("uid", "")
@@ -302,15 +304,8 @@ class ConsoleApp:
         return Response(self.drafts.html(d), media_type="text/html", headers=_attachment(f"{d.name}.html"))
 
     def _delivery(self) -> list[dict[str, Any]]:
-        rows = self.ledger.tallies()
-        table: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for _, cid, channel, lang, state, n in rows:
-            if channel == PRESS:  # a draft is not a message to a family
-                continue
-            cell = table[(cid, lang)]
-            cell[_COLUMN.get(State(state), state)] += n
-            cell["messages"] += n
-        return [{"campaign": c, "lang": lang, **cells} for (c, lang), cells in sorted(table.items())]
+        # a press draft is not a message to a family
+        return _pivot([r for r in self.ledger.tallies() if r[2] != PRESS], ("campaign", "lang"), total="messages")
 
     async def delivery(self, request: Request, ctx: Ctx) -> Response:
         return self.render("delivery.html", ctx, rows=await run_in_threadpool(self._delivery), columns=COLUMNS)
@@ -428,11 +423,21 @@ _COLUMN = {
 COLUMNS = ["messages", *dict.fromkeys(_COLUMN.values())]
 
 
-def _pivot(rows: list[tuple[str, str, str, str, str, int]]) -> list[dict[str, Any]]:
-    table: dict[tuple[str, str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for _, cid, channel, lang, state, n in rows:
-        table[(cid, channel, lang)][_COLUMN.get(State(state), state)] += n
-    return [{"campaign": c, "channel": ch, "lang": lang, **cells} for (c, ch, lang), cells in sorted(table.items())]
+_FIELDS = {"campaign": 1, "channel": 2, "lang": 3}  # a tallies row: (event, campaign, channel, lang, state, n)
+
+
+def _pivot(
+    rows: list[tuple[str, str, str, str, str, int]], by: tuple[str, ...], total: str | None = None
+) -> list[dict[str, Any]]:
+    """Tallies rows as one dict per `by` group: its fields, and messages per column in the office's
+    words (and all of them under `total`)."""
+    table: dict[tuple[str, ...], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in rows:
+        cells = table[tuple(str(row[_FIELDS[f]]) for f in by)]
+        cells[_COLUMN.get(State(row[4]), row[4])] += row[5]
+        if total:
+            cells[total] += row[5]
+    return [{**dict(zip(by, group, strict=True)), **cells} for group, cells in sorted(table.items())]
 
 
 def _event_state(statuses: list[Any], s: dict[str, Any]) -> str:

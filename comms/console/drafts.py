@@ -20,7 +20,7 @@ from docx.text.paragraph import Paragraph
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from comms.approvals import Approvals
+from comms.approvals import Approvals, audit_line
 from comms.channels import REGISTRY, channel_class
 from comms.config import Settings
 from comms.errors import AccessError, ApprovalError
@@ -114,9 +114,8 @@ class Drafts:
                 "INSERT INTO draft_revisions(ledger_key, rev, md, who, at) VALUES (?, ?, ?, ?, ?)",
                 [(key, draft.rev + 1, md, who, now)],
             ),
-            (
-                "INSERT INTO audit(at, who, action, event_uid, campaign, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                [(now, who, "edit draft", draft.event_uid, draft.campaign, f"{draft.name}: revision {draft.rev + 1}")],
+            audit_line(
+                now, who, "edit draft", draft.event_uid, draft.campaign, f"{draft.name}: revision {draft.rev + 1}"
             ),
         )
         return self._existing(key)
@@ -131,9 +130,8 @@ class Drafts:
                 "INSERT OR IGNORE INTO draft_approvals(ledger_key, rev, who, at) VALUES (?, ?, ?, ?)",
                 [(key, draft.rev, who, now)],
             ),
-            (
-                "INSERT INTO audit(at, who, action, event_uid, campaign, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                [(now, who, "approve draft", draft.event_uid, draft.campaign, f"{draft.name}: revision {draft.rev}")],
+            audit_line(
+                now, who, "approve draft", draft.event_uid, draft.campaign, f"{draft.name}: revision {draft.rev}"
             ),
         )
         return self._existing(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from comms.events import make_event
@@ -124,6 +125,19 @@ def sample_events() -> list[bytes]:
         time="2020-11-20T18:30:00-05:00",
     )
     return [*demo_events()[:2], threshold]
+
+
+def ungated(config: Path, folder: Path) -> Path:
+    """A copy of `config` in `folder` with every campaign at `approval: none`: for the tests and the
+    benchmark of the send path, which send at once (the approval gate has tests of its own)."""
+    import yaml
+
+    doc = yaml.safe_load(config.read_text("utf-8"))
+    for c in doc["campaigns"].values():
+        c["approval"] = "none"
+    path = folder / "campaigns.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), "utf-8")
+    return path
 
 
 if __name__ == "__main__":

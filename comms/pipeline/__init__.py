@@ -107,8 +107,9 @@ class Pipeline:
             self.progress.task(spec.name, len(who))
         for cid, campaign, options, who, texts in plans:
             for i in range(0, len(who), self.chunk):
-                counts, error = self._chunk(provider, event, cid, campaign, options, who[i : i + self.chunk], texts)
-                self.progress.advance(spec.name, len(who[i : i + self.chunk]))
+                part = who[i : i + self.chunk]
+                counts, error = self._chunk(provider, event, cid, campaign, options, part, texts)
+                self.progress.advance(spec.name, len(part))
                 outcome.update(counts)
                 if error is not None:
                     transient = transient or error
