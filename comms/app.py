@@ -7,20 +7,24 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from comms.attendance import AttendanceCounter
-from comms.bus import Bus, open_bus
+from comms.bus import Bus, Record, open_bus
 from comms.channels import Channel, channel_classes
 from comms.clock import Clock, clock_from_env
 from comms.config import Settings, load_settings
-from comms.errors import BusUnavailableError, ConfigError
+from comms.db import is_url
+from comms.errors import BusUnavailableError, ConfigError, EventValidationError
+from comms.events import Event
 from comms.feedback import Feedback
 from comms.ledger import Ledger
 from comms.pipeline import Pipeline
+from comms.pipeline.shards import HEADER, Shard, shard_topic
 from comms.render import Renderer
 from comms.roster import FIXTURE, Roster
 from comms.worker import FEEDBACK, Worker, consumer_names, group_name
@@ -42,22 +46,47 @@ class Env:
     topic: str
     feedback_topic: str  # what the providers report back (comms serve writes it, the feedback consumer reads)
     test_now: str | None = None  # COMMS_TEST_NOW: a fixed clock for tests of quiet hours and caps
+    # COMMS_SHARD_SIZE: families per shard of a fan-out that delivery processes on many hosts share
+    # (comms/pipeline/shards.py); 0: each channel's consumer delivers whole events, as on one machine
+    shard_size: int = 0
+    # COMMS_LEDGER=postgresql://...: the ledger on a PostgreSQL server; `ledger` is then only where the
+    # files kept beside it on this host go (accounts, producers, attendance counts, the console key)
+    ledger_url: str | None = None
+
+    @property
+    def ledger_target(self) -> str | Path:
+        """What Ledger() opens: the PostgreSQL URL, or the SQLite file."""
+        return self.ledger_url or self.ledger
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Env:
         e = os.environ if environ is None else environ
         var = Path(e.get("COMMS_VAR", "var"))
+        ledger = e.get("COMMS_LEDGER", str(var / "ledger.db"))
         return cls(
             bus_url=e.get("COMMS_BUS", f"sqlite:///{var / 'bus.db'}"),
             config=Path(e.get("COMMS_CONFIG", "campaigns.yaml")),
             templates=Path(e.get("COMMS_TEMPLATES", "templates")),
             out=Path(e.get("COMMS_OUT", "out")),
-            ledger=Path(e.get("COMMS_LEDGER", str(var / "ledger.db"))),
+            ledger=var / "ledger.db" if is_url(ledger) else Path(ledger),
+            ledger_url=ledger if is_url(ledger) else None,
             roster=Path(e.get("COMMS_ROSTER", str(FIXTURE))),
             topic=e.get("COMMS_TOPIC", DEFAULT_TOPIC),
             feedback_topic=e.get("COMMS_FEEDBACK_TOPIC") or f"{e.get('COMMS_TOPIC', DEFAULT_TOPIC)}.feedback",
             test_now=e.get("COMMS_TEST_NOW") or None,
+            shard_size=_count(e, "COMMS_SHARD_SIZE"),
         )
+
+
+def _event_only(handle: Callable[[Event], Counter[str]]) -> Callable[[Event, Record], Counter[str]]:
+    return lambda event, _: handle(event)
+
+
+def _count(environ: Mapping[str, str], name: str) -> int:
+    raw = environ.get(name, "0") or "0"
+    if not raw.isdigit():
+        raise ConfigError(f"{name}={raw!r}: a whole number of families is expected (0: off)")
+    return int(raw)
 
 
 def build_channels(env: Env, environ: Mapping[str, str] | None = None) -> dict[str, Channel]:
@@ -102,7 +131,7 @@ class App:
             settings,
             roster,
             Renderer(env.templates),
-            Ledger(env.ledger, clock),
+            Ledger(env.ledger_target, clock),
             channels,
             clock,
         )
@@ -123,7 +152,7 @@ class App:
                         n,
                         self.bus,
                         consumer,
-                        feedback.handle,
+                        _event_only(feedback.handle),
                         self.env.feedback_topic,
                         handle_many=feedback.handle_many,
                     )  # fmt: skip
@@ -131,15 +160,42 @@ class App:
                 continue
             consumer = self.bus.consumer(group_name(n), [self.env.topic])
             spec = by_consumer.get(n)
+            handle: Callable[[Event, Record], Counter[str]]
             if spec is None:  # attendance: counts absences, publishes threshold events
-                handle, release = self.attendance.handle, None
+                handle, release = _event_only(self.attendance.handle), None
             else:
-                handle = functools.partial(self.pipeline.handle, channel=spec.name)
                 # deferred messages exist only where quiet hours defer them, approved ones where they wait
                 held = spec.quiet_hours or spec.gated
                 release = functools.partial(self.pipeline.release_due, spec.name) if held else None
+                if self.env.shard_size and spec.audience == "families":
+                    # this process plans the events it takes, and delivers shards of any event
+                    handle = functools.partial(self._plan, spec.name)
+                    topic = shard_topic(self.env.topic, spec.name)
+                    shard_group = self.bus.consumer(group_name(f"{n}-shards"), [topic])
+                    deliver = functools.partial(self._deliver_shard, spec.name)
+                    workers.append(Worker(f"{n}-shards", self.bus, shard_group, deliver, topic, release))
+                    release = None  # one release loop per process
+                else:
+                    handle = functools.partial(self._handle, spec.name)
             workers.append(Worker(n, self.bus, consumer, handle, self.env.topic, release))
         return workers
+
+    def _handle(self, channel: str, event: Event, _: Record) -> Counter[str]:
+        return self.pipeline.handle(event, channel)
+
+    def _plan(self, channel: str, event: Event, record: Record) -> Counter[str]:
+        """Publish the shards of the event's fan-out on the channel (comms/pipeline/shards.py)."""
+        planned, counts = self.pipeline.plan(event, channel, self.env.shard_size)
+        topic = shard_topic(self.env.topic, channel)
+        for shard in planned:
+            self.bus.publish(topic, record.value, key=shard.key(event.uid), headers={HEADER: shard.header()})
+        return counts
+
+    def _deliver_shard(self, channel: str, event: Event, record: Record) -> Counter[str]:
+        shard = Shard.parse(record.headers.get(HEADER, ""))
+        if shard.channel != channel:
+            raise EventValidationError(f"a shard of {shard.channel} on the {channel} shards' topic")
+        return self.pipeline.handle_shard(event, shard)
 
     @functools.cached_property
     def attendance(self) -> AttendanceCounter:

@@ -124,13 +124,14 @@ class Approvals:
         for s in todo:
             statements += [
                 (
-                    "INSERT OR IGNORE INTO approvals(event_uid, campaign, who, verdict, at) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO approvals(event_uid, campaign, who, verdict, at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
                     [(event_uid, s.campaign, who, "approved", now)],
                 ),
                 (  # decided by this yes if it is the last one needed, in the same transaction
-                    "INSERT OR IGNORE INTO decisions(event_uid, campaign, verdict, at) SELECT ?, ?, 'approved', ? "
+                    "INSERT INTO decisions(event_uid, campaign, verdict, at) SELECT ?, ?, 'approved', ? "
                     "WHERE (SELECT count(*) FROM approvals WHERE event_uid=? AND campaign=? "
-                    "AND verdict='approved') >= ?",
+                    "AND verdict='approved') >= ? ON CONFLICT DO NOTHING",
                     [(event_uid, s.campaign, now, event_uid, s.campaign, s.required)],
                 ),
                 audit_line(now, who, "approve", event_uid, s.campaign, f"{len(s.approvers) + 1} of {s.required}"),
@@ -147,11 +148,13 @@ class Approvals:
         for s in todo:
             statements += [
                 (
-                    "INSERT OR IGNORE INTO approvals(event_uid, campaign, who, verdict, at) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO approvals(event_uid, campaign, who, verdict, at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
                     [(event_uid, s.campaign, who, "rejected", now)],
                 ),
                 (
-                    "INSERT OR IGNORE INTO decisions(event_uid, campaign, verdict, at) VALUES (?, ?, 'rejected', ?)",
+                    "INSERT INTO decisions(event_uid, campaign, verdict, at) VALUES (?, ?, 'rejected', ?) "
+                    "ON CONFLICT DO NOTHING",
                     [(event_uid, s.campaign, now)],
                 ),
                 (  # at once; rows a consumer is still ledgering are cancelled by its release loop

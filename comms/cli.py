@@ -257,8 +257,8 @@ def status() -> None:
                 total, done = bus.lag(g, topic) if g != "-" else (bus.lag("-", topic)[0], 0)
                 t.add_row(topic, g, str(total), str(done) if g != "-" else "-", str(total - done) if g != "-" else "-")
     out.print(t)
-    ledger = Ledger(env.ledger)
-    lt = Table("campaign", "channel", "language", "state", "messages", title=f"ledger {env.ledger}")
+    ledger = Ledger(env.ledger_target)
+    lt = Table("campaign", "channel", "language", "state", "messages", title=ledger.db.name)
     for row in ledger.counts():
         lt.add_row(*map(str, row))
     ledger.close()
@@ -361,7 +361,7 @@ def _approvals() -> tuple[Approvals, Accounts, Ledger]:
     from comms.ledger import Ledger
 
     env = Env.from_environ()
-    ledger = Ledger(env.ledger)
+    ledger = Ledger(env.ledger_target)
     return Approvals(ledger, load_settings(env.config)), Accounts(env.ledger.with_name("accounts.db")), ledger
 
 
@@ -680,7 +680,7 @@ def suppress_import(
     for o in odd:
         err.print(f"[bold yellow]check[/] {o}", highlight=False)
     try:
-        ledger = Ledger(Env.from_environ().ledger)
+        ledger = Ledger(Env.from_environ().ledger_target)
         added = ledger.suppress(rows)
         ledger.close()
     except CommsError as exc:
@@ -705,7 +705,7 @@ def report(
     from comms.app import Env
     from comms.ledger import Ledger
 
-    ledger = Ledger(Env.from_environ().ledger)
+    ledger = Ledger(Env.from_environ().ledger_target)
     t = Table("channel", "language", "state", "messages", title=f"campaign {campaign}")
     for _, channel, lang, state, n in ledger.counts(campaign):
         t.add_row(channel, lang, state, str(n))
@@ -765,7 +765,7 @@ def ledger_prune(
         else:
             r = settings.district.retention
             cutoff = retention_cutoff(now, r.school_year_ends, r.keep_days)
-        ledger = Ledger(env.ledger)
+        ledger = Ledger(env.ledger_target)
         with contextlib.closing(ledger):
             done = ledger.prune(cutoff.timestamp(), dry_run=dry_run)
     except CommsError as exc:

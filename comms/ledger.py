@@ -35,9 +35,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import sqlite3
-import threading
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
@@ -46,8 +45,8 @@ from typing import Any, NamedTuple
 from comms.channels import REGISTRY, channel_class, channel_classes
 from comms.channels.base import Message
 from comms.clock import Clock, system_clock
+from comms.db import Tx, open_db
 from comms.errors import ConfigError, IllegalTransition
-from comms.store import SqliteFile
 
 
 class State(StrEnum):
@@ -119,6 +118,11 @@ _PAST: dict[State, tuple[str, ...]] = {
 }
 
 
+def _sql_in(states: Sequence[str]) -> str:
+    """The states as an SQL IN list; none is NULL (matches nothing: PostgreSQL refuses `IN ()`)."""
+    return ", ".join(f"'{s}'" for s in states) or "NULL"
+
+
 class Mark(NamedTuple):
     """A state change of one message."""
 
@@ -143,7 +147,7 @@ class DetailRow(NamedTuple):
     messages: int
 
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # 2 -> 3: `contents` (version 2 payloads, content inline, still read) and indexes that a state
 # change does not move (bench/README.md: ledger writes 26,000 -> 39,000+ rows/s)
 # 3 -> 4: `events` (each event's digest, to tell a retry from a conflicting one under the same id);
@@ -160,6 +164,8 @@ MIGRATIONS = {
     " PRIMARY KEY (event_uid, campaign, channel, lang, state)) WITHOUT ROWID;"
     "INSERT INTO tallies SELECT event_uid, campaign, channel, lang, state, count(*) FROM deliveries"
     " GROUP BY 1, 2, 3, 4, 5",
+    # 6 -> 7: `claim`, the transaction that last moved a row to `sending` (many delivery processes)
+    6: "ALTER TABLE deliveries ADD COLUMN claim TEXT",
 }
 
 SCHEMA = """
@@ -181,7 +187,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     not_before  REAL,
     sent_day    TEXT,
     created     REAL NOT NULL,
-    updated     REAL NOT NULL
+    updated     REAL NOT NULL,
+    claim       TEXT
 );
 -- Indexes a state change does not have to move (a message changes state three times): a campaign's
 -- (and an event's) rows for reports, and only the deferred or awaiting rows for the release loop.
@@ -207,16 +214,6 @@ CREATE TABLE IF NOT EXISTS tallies (
     n         INTEGER NOT NULL,
     PRIMARY KEY (event_uid, campaign, channel, lang, state)
 ) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS tally_insert AFTER INSERT ON deliveries BEGIN
-    INSERT INTO tallies VALUES (new.event_uid, new.campaign, new.channel, new.lang, new.state, 1)
-        ON CONFLICT DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS tally_update AFTER UPDATE OF state ON deliveries WHEN old.state <> new.state BEGIN
-    UPDATE tallies SET n = n - 1 WHERE event_uid = old.event_uid AND campaign = old.campaign
-        AND channel = old.channel AND lang = old.lang AND state = old.state;
-    INSERT INTO tallies VALUES (new.event_uid, new.campaign, new.channel, new.lang, new.state, 1)
-        ON CONFLICT DO UPDATE SET n = n + 1;
-END;
 -- Who approved or rejected which event's campaign (comms/approvals.py): a campaign with `approval:
 -- two` is decided when two different people said yes. `decisions` holds the outcome, once.
 CREATE TABLE IF NOT EXISTS approvals (
@@ -260,12 +257,6 @@ CREATE TABLE IF NOT EXISTS audit (
     campaign  TEXT,
     detail    TEXT
 );
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN
-    SELECT RAISE(ABORT, 'the audit log is append-only');
-END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN
-    SELECT RAISE(ABORT, 'the audit log is append-only');
-END;
 -- the digest of each event handled: the same id with another body is a conflict, not a retry
 CREATE TABLE IF NOT EXISTS events (
     uid     TEXT PRIMARY KEY,
@@ -290,18 +281,53 @@ CREATE TABLE IF NOT EXISTS suppressions (
 );
 """
 
-
-def _statements(script: str) -> list[str]:
-    """A script's statements, one each (a trigger's body holds `;` of its own); executescript would
-    commit the transaction that makes the schema set-up atomic."""
-    out, buf = [], ""
-    for piece in script.split(";"):
-        buf += piece + ";"
-        if sqlite3.complete_statement(buf):
-            if buf.strip(" \n;"):
-                out.append(buf)
-            buf = ""
-    return out
+#: the tallies kept in the transaction that moves the rows, and the audit log kept append-only, in
+#: each engine's own trigger language
+TRIGGERS = {
+    "sqlite": """
+CREATE TRIGGER IF NOT EXISTS tally_insert AFTER INSERT ON deliveries BEGIN
+    INSERT INTO tallies VALUES (new.event_uid, new.campaign, new.channel, new.lang, new.state, 1)
+        ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS tally_update AFTER UPDATE OF state ON deliveries WHEN old.state <> new.state BEGIN
+    UPDATE tallies SET n = n - 1 WHERE event_uid = old.event_uid AND campaign = old.campaign
+        AND channel = old.channel AND lang = old.lang AND state = old.state;
+    INSERT INTO tallies VALUES (new.event_uid, new.campaign, new.channel, new.lang, new.state, 1)
+        ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
+""",
+    "postgresql": """
+CREATE OR REPLACE FUNCTION comms_tally() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        UPDATE tallies SET n = n - 1 WHERE event_uid = OLD.event_uid AND campaign = OLD.campaign
+            AND channel = OLD.channel AND lang = OLD.lang AND state = OLD.state;
+    END IF;
+    INSERT INTO tallies VALUES (NEW.event_uid, NEW.campaign, NEW.channel, NEW.lang, NEW.state, 1)
+        ON CONFLICT (event_uid, campaign, channel, lang, state) DO UPDATE SET n = tallies.n + 1;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER tally_insert AFTER INSERT ON deliveries FOR EACH ROW EXECUTE FUNCTION comms_tally();
+CREATE OR REPLACE TRIGGER tally_update AFTER UPDATE OF state ON deliveries FOR EACH ROW
+    WHEN (OLD.state <> NEW.state) EXECUTE FUNCTION comms_tally();
+CREATE OR REPLACE FUNCTION comms_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the audit log is append-only';
+END $$;
+CREATE OR REPLACE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit FOR EACH ROW
+    EXECUTE FUNCTION comms_append_only();
+CREATE OR REPLACE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit FOR EACH STATEMENT
+    EXECUTE FUNCTION comms_append_only();
+""",
+}
+#: the rendered content a row's payload refers to
+CONTENT_REF = {"sqlite": "json_extract(payload, '$.content')", "postgresql": "(payload::jsonb ->> 'content')"}
 
 
 def sent_today_sql(guardians: int) -> str:
@@ -325,13 +351,14 @@ def address_key(channel: str, address: str) -> str:
     return _normaliser(channel)(address)
 
 
-def _normalise_suppressions(conn: sqlite3.Connection) -> None:
+def _normalise_suppressions(tx: Tx) -> None:
     """Version 3 stored addresses as imported: rewrite them in the form lookups use."""
-    rows = conn.execute("SELECT channel, address, reason, source, created FROM suppressions").fetchall()
+    rows = tx.read("SELECT channel, address, reason, source, created FROM suppressions")
     changed = [(c, a, r, s, t, address_key(c, a)) for c, a, r, s, t in rows if address_key(c, a) != a]
-    conn.executemany("DELETE FROM suppressions WHERE channel=? AND address=?", [(c, a) for c, a, *_ in changed])
-    conn.executemany(
-        "INSERT OR IGNORE INTO suppressions(channel, address, reason, source, created) VALUES (?, ?, ?, ?, ?)",
+    tx.executemany("DELETE FROM suppressions WHERE channel=? AND address=?", [(c, a) for c, a, *_ in changed])
+    tx.executemany(
+        "INSERT INTO suppressions(channel, address, reason, source, created) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
         [(c, key, r, s, t) for c, _, r, s, t, key in changed],
     )
 
@@ -361,107 +388,121 @@ class Row:
     payload: dict[str, Any] | None
     updated: float
     guardian: str | None
+    attempts: int = 0  # how often it went to `sending`: the version a claim compares (mark_sending)
+
+
+_ROW = "key, state, destination, payload, updated, guardian, attempts"
 
 
 class Ledger:
-    def __init__(self, path: str | Path, clock: Clock = system_clock) -> None:
-        self.path = Path(path)
+    """The ledger in a SQLite file (a path) or a PostgreSQL database (a postgresql:// URL)."""
+
+    def __init__(self, target: str | Path, clock: Clock = system_clock) -> None:
+        self.target = target
         self.clock = clock
-        self._lock = threading.Lock()
         self._opened: dict[str, Entry] = {}  # the last open()'s entries: rows not yet written are inserted
         self._new_events: dict[str, str] = {}  # uid -> digest, written with the next row write
-        self.file = SqliteFile(self.path, "ledger")
-        self.conn = self.file.open()
-        # Check and create in one write transaction: two consumers opening a new ledger at the same time
-        # must not see each other's tables before the schema version is stamped.
-        with self.file.errors("cannot set up its tables"):
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-                has_table = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name='deliveries'").fetchone()
-                if has_table and version != SCHEMA_VERSION and version not in MIGRATIONS:
-                    raise ConfigError(
-                        f"ledger {self.path} has schema {version}, this version needs {SCHEMA_VERSION}: "
-                        "move the file aside (it is the record of what was sent) and start a new one"
-                    )
-                # each step from the file's version on, in order (a version 2 ledger takes 2, 3, 4 and 5)
-                steps = range(version, SCHEMA_VERSION) if has_table else range(0)
-                migration = ";".join(MIGRATIONS[v] for v in steps)
-                for statement in _statements(migration + ";" + SCHEMA):
-                    self.conn.execute(statement)
-                if has_table and version < 4:
-                    _normalise_suppressions(self.conn)
-                self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
+        self.db = open_db(target, "ledger")
+        self.content_ref = CONTENT_REF[self.db.dialect]
+        # Check and create in one exclusive transaction: two consumers opening a new ledger at the same
+        # time must not see each other's tables before the schema version is stamped.
+        self.db.transact(self._set_up, "cannot set up its tables", exclusive=True)
+
+    @property
+    def conn(self) -> Any:
+        """The engine's own connection (sqlite3 or psycopg), for tests and tools."""
+        return self.db.conn  # type: ignore[attr-defined]
+
+    def _set_up(self, tx: Tx) -> None:
+        version = self.db.schema_version(tx, "deliveries")
+        # only SQLite ledgers predate version 6; PostgreSQL's history starts there
+        migrations = MIGRATIONS if self.db.dialect == "sqlite" else {}
+        if version is not None and version != SCHEMA_VERSION and version not in migrations:
+            raise ConfigError(
+                f"{self.db.name} has schema {version}, this version needs {SCHEMA_VERSION}: "
+                "move it aside (it is the record of what was sent) and start a new one"
+            )
+        # each step from the stored version on, in order (a version 2 ledger takes 2, 3, 4 and 5)
+        steps = range(version, SCHEMA_VERSION) if version is not None else range(0)
+        migration = ";".join(migrations[v] for v in steps)
+        for statement in self.db.ddl(migration + ";" + SCHEMA + TRIGGERS[self.db.dialect]):
+            tx.execute(statement)
+        if version is not None and version < 4:
+            _normalise_suppressions(tx)
+        self.db.stamp(tx, "deliveries", SCHEMA_VERSION)
 
     def write(self, *statements: tuple[str, Sequence[tuple[Any, ...]]]) -> None:
-        """executemany of each (sql, rows), in one transaction (the approvals and drafts tables)."""
-        self._write(*statements)
+        """executemany of each (sql, rows), in one exclusive transaction (the approvals and drafts
+        tables: a yes counted with the others' yeses decides, whoever clicks at the same moment)."""
+        self._write(*statements, exclusive=True)
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock, self.file.errors("cannot read"):
-            return [tuple(r) for r in self.conn.execute(sql, args)]
-
-    def _rollback(self) -> None:
-        # SQLite has already rolled back when a write failed for a full disk: ROLLBACK would then fail
-        # with "no transaction is active" and hide the real error
-        if self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
+        return self.db.read(sql, args)
 
     def _now(self) -> float:
         return self.clock().timestamp()
 
     def _write(
-        self, *statements: tuple[str, Sequence[tuple[Any, ...]]], guarded: int = 0, to: State | None = None
-    ) -> None:
-        """executemany of each (sql, rows), all in one transaction (with the events seen since the last).
+        self,
+        *statements: tuple[str, Sequence[tuple[Any, ...]]],
+        guarded: int = 0,
+        to: State | None = None,
+        exclusive: bool = False,
+        claim: str | None = None,
+    ) -> tuple[list[int], set[str]]:
+        """executemany of each (sql, rows), all in one transaction (with the events seen since the
+        last): the rows each statement changed, and the keys another process claimed first.
 
         The first `guarded` statements are state changes that touch a row only where the move is
-        allowed: each row must change, or IllegalTransition rolls the whole transaction back."""
+        allowed: each row must change, or IllegalTransition rolls the whole transaction back. With
+        `claim` (the token this write stamps on the rows it moves to `sending`), a row that another
+        process's claim moved since it was read is not an error: it is theirs, and returned."""
         if not any(rows for _, rows in statements):
-            return
+            return [0] * len(statements), set()
         if self._new_events:
             now = self._now()
             statements = (
                 *statements,
                 (
-                    "INSERT OR IGNORE INTO events(uid, digest, created) VALUES (?, ?, ?)",
+                    "INSERT INTO events(uid, digest, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                     [(u, d, now) for u, d in self._new_events.items()],
                 ),
             )
-        with self._lock, self.file.errors("cannot write"):
-            self.file.check()
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                for i, (sql, rows) in enumerate(statements):
-                    if rows:
-                        changed = self.conn.executemany(sql, rows).rowcount
-                        if i < guarded and changed != len(rows) and (why := self._refused(sql, rows, to)):
-                            raise IllegalTransition(why)
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
-            self._new_events.clear()
 
-    def _refused(self, sql: str, rows: Sequence[tuple[Any, ...]], to: State | None) -> str | None:
+        def work(tx: Tx) -> tuple[list[int], set[str]]:
+            counts, lost = [], set()
+            for i, (sql, rows) in enumerate(statements):
+                changed = tx.executemany(sql, rows) if rows else 0
+                if i < guarded and changed != len(rows):
+                    why, theirs = self._refused(tx, sql, rows, to, claim)
+                    if why:
+                        raise IllegalTransition(why)
+                    lost |= theirs
+                counts.append(changed)
+            return counts, lost
+
+        out = self.db.transact(work, exclusive=exclusive)
+        self._new_events.clear()
+        return out
+
+    def _refused(
+        self, tx: Tx, sql: str, rows: Sequence[tuple[Any, ...]], to: State | None, claim: str | None
+    ) -> tuple[str | None, set[str]]:
         """Why a guarded state change left rows where they were, unless each of them is already past
-        `to` (then there was nothing to do). The caller holds `_lock`."""
-        keys = [r[0] if sql.startswith("INSERT") else r[-1] for r in rows]
-        found: dict[str, str] = {}
+        `to` (then there was nothing to do) or, with `claim`, another process claimed it."""
+        keys = [r[0] if sql.startswith("INSERT") else r[-1 - (claim is not None)] for r in rows]
+        found: dict[str, tuple[str, str | None]] = {}
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
-            q = f"SELECT key, state FROM deliveries WHERE key IN ({','.join('?' * len(chunk))})"
-            found.update(self.conn.execute(q, chunk).fetchall())
+            q = f"SELECT key, state, claim FROM deliveries WHERE key IN ({','.join('?' * len(chunk))})"
+            found.update((k, (st, c)) for k, st, c in tx.read(q, chunk))
+        theirs = {k for k in keys if claim is not None and found.get(k, ("", None))[1] not in (None, claim)}
         target = to or State.NEW
-        stuck = [k for k in keys if found.get(k) not in _FROM[target] + _PAST[target]]
+        stuck = [k for k in keys if k not in theirs and found.get(k, ("",))[0] not in _FROM[target] + _PAST[target]]
         if not stuck:
-            return None
-        where = ", ".join(f"{k[:12]}… is {found.get(k, 'missing')}" for k in stuck[:3])
-        return f"ledger: refused to move {where} to {to}: TRANSITIONS does not allow it"
+            return None, theirs
+        where = ", ".join(f"{k[:12]}… is {found[k][0] if k in found else 'missing'}" for k in stuck[:3])
+        return f"ledger: refused to move {where} to {to}: TRANSITIONS does not allow it", theirs
 
     def _write_states(
         self,
@@ -469,15 +510,23 @@ class Ledger:
         items: list[tuple[Any, ...]],
         columns: dict[str, str],
         contents: Sequence[tuple[str, str]] = (),
-    ) -> None:
+        seen: Mapping[str, int] | None = None,
+        claim: str | None = None,
+    ) -> set[str]:
         """Move each (key, *values) to `state`, one value per column, with the contents they refer to.
 
-        `columns` maps a column to how its value is applied ("{}": set it; "attempts+{}": add it).
+        `columns` maps a column to how its value is applied ("{}": set it; "deliveries.attempts+{}":
+        add it; the row's own columns named with their table, which PostgreSQL's upsert needs).
         Rows opened but not yet in the ledger are inserted with their entry's fields: one row write,
-        not an insert and an update. The others are updated, only from a state TRANSITIONS allows."""
+        not an insert and an update. The others are updated, only from a state TRANSITIONS allows.
+
+        `seen` (key -> the `attempts` read with the row) makes the move to `sending` a claim: a
+        compare-and-set on `attempts`, which every claim raises by one, so of two processes that
+        read the same row only one moves it; `claim` is the token the columns stamp on the rows
+        moved. Returns the keys another process claimed first."""
         if state not in TRANSITIONS[State.NEW] and any(key in self._opened for key, *_ in items):
             raise IllegalTransition(f"ledger: a message not in the ledger cannot start as {state}")
-        allowed = ", ".join(f"'{s}'" for s in _FROM[state])
+        allowed = _sql_in(_FROM[state])
         columns = {"state": "{}", **columns}
         names = ", ".join(columns)
         insert = (
@@ -486,15 +535,18 @@ class Ledger:
             " ON CONFLICT(key) DO UPDATE SET "
             + ", ".join(f"{c}={how.format('excluded.' + c)}" for c, how in columns.items())
             + f" WHERE deliveries.state IN ({allowed})"
+            + (" AND deliveries.attempts = excluded.attempts - 1" if seen is not None else "")
         )
         sets = ", ".join(c + "=" + how.format("?") for c, how in columns.items())
         update = f"UPDATE deliveries SET {sets} WHERE key=? AND state IN ({allowed})"
+        if seen is not None:
+            update += " AND attempts = ?"
         now = self._now()
         new, old = [], []
         for key, *values in items:
             e = self._opened.get(key)
             if e is None:
-                old.append((state.value, *values, key))
+                old.append((state.value, *values, key) + ((seen[key],) if seen is not None else ()))
             else:
                 entry = (
                     e.event_uid,
@@ -507,15 +559,17 @@ class Ledger:
                     e.destination,
                 )
                 new.append((key, *entry, now, state.value, *values))
-        self._write(
+        _, lost = self._write(
             (insert, new),
             (update, old),
-            ("INSERT OR IGNORE INTO contents(hash, content) VALUES (?, ?)", contents),
+            ("INSERT INTO contents(hash, content) VALUES (?, ?) ON CONFLICT DO NOTHING", contents),
             guarded=2,
             to=state,
+            claim=claim,
         )
         for row in new:  # in the ledger now: from here on plain updates
             self._opened.pop(row[0], None)
+        return lost
 
     @staticmethod
     def _pack(payloads: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -534,17 +588,23 @@ class Ledger:
         return out, contents
 
     def _unpack(self, payload: str | None, cache: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-        """The caller holds `_lock`."""
         if not payload:
             return None
         p: dict[str, Any] = json.loads(payload)
         ref = p.pop("content", None)
         if ref is not None:
             if ref not in cache:
-                (content,) = self.conn.execute("SELECT content FROM contents WHERE hash=?", (ref,)).fetchone()
+                ((content,),) = self.db.read("SELECT content FROM contents WHERE hash=?", (ref,))
                 cache[ref] = json.loads(content)
             p.update(cache[ref])
         return p
+
+    def _read_rows(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        """Rows of `SELECT {_ROW} ...`, unpacked."""
+        contents: dict[str, dict[str, Any]] = {}
+        return [
+            Row(k, State(s), d, self._unpack(p, contents), u, g, a) for k, s, d, p, u, g, a in self.db.read(sql, args)
+        ]
 
     # -- rows -----------------------------------------------------------------------------------------
     def open(self, entries: Iterable[Entry]) -> dict[str, Row]:
@@ -557,16 +617,10 @@ class Ledger:
 
     def rows(self, keys: Sequence[str]) -> dict[str, Row]:
         out: dict[str, Row] = {}
-        contents: dict[str, dict[str, Any]] = {}
-        with self._lock, self.file.errors("cannot read"):
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                q = (
-                    "SELECT key, state, destination, payload, updated, guardian FROM deliveries "
-                    f"WHERE key IN ({','.join('?' * len(chunk))})"
-                )
-                for k, state, dest, payload, updated, guardian in self.conn.execute(q, chunk).fetchall():
-                    out[k] = Row(k, State(state), dest, self._unpack(payload, contents), updated, guardian)
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            q = f"SELECT {_ROW} FROM deliveries WHERE key IN ({','.join('?' * len(chunk))})"
+            out.update((r.key, r) for r in self._read_rows(q, chunk))
         return out
 
     def mark(self, marks: Iterable[Mark]) -> None:
@@ -577,7 +631,7 @@ class Ledger:
             by_state.setdefault(m.state, []).append((m.key, m.provider_id, m.detail, now))
         for state, items in by_state.items():
             self._write_states(
-                state, items, {"provider_id": "coalesce({}, provider_id)", "detail": "{}", "updated": "{}"}
+                state, items, {"provider_id": "coalesce({}, deliveries.provider_id)", "detail": "{}", "updated": "{}"}
             )
 
     def advance(self, marks: Sequence[Mark]) -> int:
@@ -588,34 +642,35 @@ class Ledger:
         by_state: dict[State, list[tuple[Any, ...]]] = {}
         for m in marks:
             by_state.setdefault(m.state, []).append((m.state.value, m.provider_id, m.detail, now, m.key))
-        moved = 0
-        with self._lock, self.file.errors("cannot write"):
-            self.file.check()
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                for state, rows in by_state.items():
-                    allowed = ", ".join(f"'{s}'" for s in _FROM[state])
-                    moved += self.conn.executemany(
-                        "UPDATE deliveries SET state=?, provider_id=coalesce(?, provider_id), "
-                        f"detail=coalesce(?, detail), updated=? WHERE key=? AND state IN ({allowed})",
-                        rows,
-                    ).rowcount
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
-        return moved
+        update = (
+            "UPDATE deliveries SET state=?, provider_id=coalesce(?, provider_id), detail=coalesce(?, detail), "
+            "updated=? WHERE key=? AND state IN ({})"
+        )
+        return sum(self._write(*((update.format(_sql_in(_FROM[state])), rows) for state, rows in by_state.items()))[0])
 
-    def mark_sending(self, items: Iterable[tuple[str, dict[str, Any], str]]) -> None:
-        """(key, payload, day) before the provider is called: what a crash leaves here is reconciled."""
+    def mark_sending(
+        self, items: Iterable[tuple[str, dict[str, Any], str]], seen: Mapping[str, int] | None = None
+    ) -> set[str]:
+        """(key, payload, day) before the provider is called: what a crash leaves here is reconciled.
+
+        With `seen` (each row's `attempts` as read), the rows are claimed: the keys returned are the
+        ones another delivery process claimed since they were read, which this one must not send."""
         now = self._now()
         items = list(items)
         payloads, contents = self._pack([p for _, p, _ in items])
-        self._write_states(
+        claim = uuid.uuid4().hex if seen is not None else None
+        rows = [
+            (key, payload, day, seen[key] + 1 if seen is not None else 1, now, claim)
+            for (key, _, day), payload in zip(items, payloads, strict=True)
+        ]
+        attempts = "{}" if seen is not None else "deliveries.attempts+{}"
+        return self._write_states(
             State.SENDING,
-            [(key, payload, day, 1, now) for (key, _, day), payload in zip(items, payloads, strict=True)],
-            {"payload": "{}", "sent_day": "{}", "attempts": "attempts+{}", "updated": "{}"},
+            rows,
+            {"payload": "{}", "sent_day": "{}", "attempts": attempts, "updated": "{}", "claim": "{}"},
             contents,
+            seen,
+            claim,
         )
 
     def defer(self, items: Iterable[tuple[str, dict[str, Any], float, str]]) -> None:
@@ -655,29 +710,25 @@ class Ledger:
         )
 
     def awaiting(self, channel: str, event_uid: str, campaign: str, limit: int = 500) -> list[Row]:
-        with self._lock, self.file.errors("cannot read"):
-            rows = self.conn.execute(
-                "SELECT key, state, destination, payload, updated, guardian FROM deliveries INDEXED BY "
-                "deliveries_awaiting WHERE channel=? AND event_uid=? AND campaign=? AND state='awaiting_approval' "
-                "LIMIT ?",
-                (channel, event_uid, campaign, limit),
-            ).fetchall()
-            contents: dict[str, dict[str, Any]] = {}
-            return [Row(k, State(s), d, self._unpack(p, contents), u, g) for k, s, d, p, u, g in rows]
+        return self._read_rows(
+            f"SELECT {_ROW} FROM deliveries INDEXED BY "
+            "deliveries_awaiting WHERE channel=? AND event_uid=? AND campaign=? AND state='awaiting_approval' "
+            "LIMIT ?",
+            (channel, event_uid, campaign, limit),
+        )
 
     def event_groups(
         self, campaign: str, event_uid: str
     ) -> list[tuple[str, str, str, str, int, dict[str, Any] | None]]:
         """(channel, language, state, detail, messages, one of their payloads) of an event's campaign:
         the console's send plan, in one pass over the event's rows."""
-        with self._lock, self.file.errors("cannot read"):
-            rows = self.conn.execute(
-                "SELECT channel, lang, state, coalesce(detail, ''), count(*), max(payload) FROM deliveries "
-                "WHERE campaign=? AND event_uid=? GROUP BY 1, 2, 3, 4",
-                (campaign, event_uid),
-            ).fetchall()
-            contents: dict[str, dict[str, Any]] = {}
-            return [(c, lang, s, d, n, self._unpack(p, contents)) for c, lang, s, d, n, p in rows]
+        rows = self.query(
+            "SELECT channel, lang, state, coalesce(detail, ''), count(*), max(payload) FROM deliveries "
+            "WHERE campaign=? AND event_uid=? GROUP BY 1, 2, 3, 4",
+            (campaign, event_uid),
+        )
+        contents: dict[str, dict[str, Any]] = {}
+        return [(c, lang, s, d, n, self._unpack(p, contents)) for c, lang, s, d, n, p in rows]
 
     def event_rows(self, campaign: str, event_uid: str) -> list[tuple[str, str | None, str, str, str]]:
         """(channel, guardian, language, state, detail) of each of an event's messages for a campaign."""
@@ -704,21 +755,17 @@ class Ledger:
         return out
 
     def due(self, channel: str, now: float, limit: int = 500) -> list[Row]:
-        with self._lock, self.file.errors("cannot read"):
-            rows = self.conn.execute(
-                "SELECT key, state, destination, payload, updated, guardian FROM deliveries "
-                "WHERE channel=? AND state='deferred' AND not_before<=? ORDER BY not_before LIMIT ?",
-                (channel, now, limit),
-            ).fetchall()
-            contents: dict[str, dict[str, Any]] = {}
-            return [Row(k, State(s), d, self._unpack(p, contents), u, g) for k, s, d, p, u, g in rows]
+        return self._read_rows(
+            f"SELECT {_ROW} FROM deliveries "
+            "WHERE channel=? AND state='deferred' AND not_before<=? ORDER BY not_before LIMIT ?",
+            (channel, now, limit),
+        )
 
     def sent_today(self, channel: str, guardians: Sequence[str], day: str) -> dict[str, int]:
         out: dict[str, int] = {}
-        with self._lock, self.file.errors("cannot read"):
-            for i in range(0, len(guardians), 500):
-                chunk = list(guardians[i : i + 500])
-                out.update(self.conn.execute(sent_today_sql(len(chunk)), (channel, day, *chunk)).fetchall())
+        for i in range(0, len(guardians), 500):
+            chunk = list(guardians[i : i + 500])
+            out.update(self.query(sent_today_sql(len(chunk)), (channel, day, *chunk)))
         return out
 
     # -- events ---------------------------------------------------------------------------------------
@@ -726,10 +773,9 @@ class Ledger:
         """The digest on record for an event id; the first time an id is seen, `digest` is recorded
         with the event's first row write (one transaction, not one more per event: a flood of
         10,000 look-alike events otherwise cost 10,000 extra fsyncs per consumer)."""
-        with self._lock, self.file.errors("cannot read"):
-            row = self.conn.execute("SELECT digest FROM events WHERE uid=?", (uid,)).fetchone()
-        if row is not None:
-            return str(row[0])
+        rows = self.query("SELECT digest FROM events WHERE uid=?", (uid,))
+        if rows:
+            return str(rows[0][0])
         self._new_events[uid] = digest
         return digest
 
@@ -737,14 +783,14 @@ class Ledger:
     def suppress(self, items: Iterable[tuple[str, str, str, str]]) -> int:
         """(channel, address, reason, source); returns how many were new."""
         items = list(items)
-        before, now = self.conn.total_changes, self._now()
-        self._write(
+        now = self._now()
+        return self._write(
             (
-                "INSERT OR IGNORE INTO suppressions(channel, address, reason, source, created) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO suppressions(channel, address, reason, source, created) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
                 [(c, address_key(c, a), r, s, now) for c, a, r, s in items],
             )
-        )
-        return self.conn.total_changes - before
+        )[0][0]
 
     def unsuppress(self, items: Iterable[tuple[str, str, str]]) -> int:
         """(channel, address, reason prefix): take the address off the list for entries whose reason
@@ -752,67 +798,60 @@ class Ledger:
         rows = [(c, address_key(c, a), prefix.replace("%", "") + "%") for c, a, prefix in items]
         if not rows:
             return 0
-        before = self.conn.total_changes
-        self._write(("DELETE FROM suppressions WHERE channel=? AND address=? AND reason LIKE ?", rows))
-        return self.conn.total_changes - before
+        return self._write(("DELETE FROM suppressions WHERE channel=? AND address=? AND reason LIKE ?", rows))[0][0]
 
     def keep_replies(self, items: Iterable[tuple[str, str, str, str]]) -> None:
         """(provider id, channel, address, body) of texts that are not keywords; a repeat is ignored."""
         now = self._now()
         self._write(
             (
-                "INSERT OR IGNORE INTO replies(provider_id, channel, address, body, received) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO replies(provider_id, channel, address, body, received) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
                 [(*item, now) for item in items],
             )
         )
 
     def replies(self, limit: int = 50) -> list[tuple[str, str, str, float]]:
         """(channel, address, body, received), newest first."""
-        with self._lock, self.file.errors("cannot read"):
-            q = "SELECT channel, address, body, received FROM replies ORDER BY received DESC LIMIT ?"
-            return [tuple(r) for r in self.conn.execute(q, (limit,))]
+        q = "SELECT channel, address, body, received FROM replies ORDER BY received DESC LIMIT ?"
+        return self.query(q, (limit,))
 
     def suppressed(self, channel: str, addresses: Sequence[str]) -> dict[str, str]:
         """address -> reason, for the addresses on the list."""
         out: dict[str, str] = {}
         norm = {address_key(channel, a): a for a in addresses}
         keys = list(norm)
-        with self._lock, self.file.errors("cannot read"):
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                q = (
-                    f"SELECT address, reason FROM suppressions WHERE channel=? AND address IN "
-                    f"({','.join('?' * len(chunk))})"
-                )
-                for addr, reason in self.conn.execute(q, (channel, *chunk)):
-                    out[norm[addr]] = reason
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            q = f"SELECT address, reason FROM suppressions WHERE channel=? AND address IN ({marks})"
+            for addr, reason in self.query(q, (channel, *chunk)):
+                out[norm[addr]] = reason
         return out
 
     # -- reports ----------------------------------------------------------------------------------------
     def counts(self, campaign: str | None = None) -> list[CountRow]:
         """Messages per campaign, channel, language and state (from the tallies the triggers keep)."""
-        q = "SELECT campaign, channel, lang, state, sum(n) FROM tallies WHERE n > 0"
+        q = "SELECT campaign, channel, lang, state, CAST(sum(n) AS INTEGER) FROM tallies WHERE n > 0"
         args: tuple[str, ...] = ()
         if campaign:
             q += " AND campaign=?"
             args = (campaign,)
         q += " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
-        with self._lock, self.file.errors("cannot read"):
-            return [CountRow(*r) for r in self.conn.execute(q, args)]
+        return [CountRow(*r) for r in self.query(q, args)]
 
     def details(self, campaign: str) -> list[DetailRow]:
         """For `comms report`: why messages were held back, failed, or not delivered (Twilio's error
         codes, SendGrid's bounce reasons), the most frequent first."""
-        with self._lock, self.file.errors("cannot read"):
-            return [
-                DetailRow(*r)
-                for r in self.conn.execute(
-                    "SELECT channel, state, coalesce(detail, ''), count(*) FROM deliveries WHERE campaign=? "
-                    "AND state IN ('suppressed', 'failed', 'deferred', 'undelivered', 'bounced', 'dropped', "
-                    "'spam_report') GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3",
-                    (campaign,),
-                )
-            ]
+        return [
+            DetailRow(*r)
+            for r in self.query(
+                "SELECT channel, state, coalesce(detail, ''), count(*) FROM deliveries WHERE campaign=? "
+                "AND state IN ('suppressed', 'failed', 'deferred', 'undelivered', 'bounced', 'dropped', "
+                "'spam_report') GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3",
+                (campaign,),
+            )
+        ]
 
     def opted_out_since(self, campaign: str) -> list[tuple[str, str, int]]:
         """(channel, lang, families) of the campaign's recipients who went on the suppression list
@@ -823,8 +862,7 @@ class Ledger:
             f"({', '.join(repr(s.value) for s in sorted(WENT_OUT))}) AND s.created >= d.updated "
             "GROUP BY 1, 2 ORDER BY 1, 2"
         )
-        with self._lock, self.file.errors("cannot read"):
-            return [(c, lang, n) for c, lang, n in self.conn.execute(q, (campaign,))]
+        return [(c, lang, n) for c, lang, n in self.query(q, (campaign,))]
 
     # -- retention --------------------------------------------------------------------------------------
     def prune(self, before: float, dry_run: bool = False) -> dict[str, int]:
@@ -843,32 +881,28 @@ class Ledger:
             f"({','.join('?' * len(families))}) AND (payload IS NOT NULL OR destination IS NOT NULL)"
         )
         args = (before, *final, *families)
-        with self._lock, self.file.errors("cannot prune"):
-            rows = self.conn.execute(f"SELECT key, detail FROM deliveries WHERE {where}", args).fetchall()
-            replies = self.conn.execute("SELECT count(*) FROM replies WHERE received < ?", (before,)).fetchone()[0]
+        rows = self.db.read(f"SELECT key, detail FROM deliveries WHERE {where}", args, "cannot prune")
+        ((replies,),) = self.db.read("SELECT count(*) FROM replies WHERE received < ?", (before,), "cannot prune")
         if dry_run:
             return {"messages": len(rows), "replies": replies, "contents": 0}
-        with self._lock, self.file.errors("cannot prune"):
-            self.file.check()
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                self.conn.executemany(
-                    "UPDATE deliveries SET payload=NULL, destination=NULL, detail=? WHERE key=?",
-                    [(scrub(d) if d else d, k) for k, d in rows],
-                )
-                self.conn.execute("DELETE FROM replies WHERE received < ?", (before,))
-                contents = self.conn.execute(
-                    "DELETE FROM contents WHERE hash NOT IN (SELECT json_extract(payload, '$.content') "
-                    "FROM deliveries WHERE payload IS NOT NULL AND json_extract(payload, '$.content') IS NOT NULL)"
-                ).rowcount
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
+        ref = self.content_ref
+
+        def work(tx: Tx) -> int:
+            tx.executemany(
+                "UPDATE deliveries SET payload=NULL, destination=NULL, detail=? WHERE key=?",
+                [(scrub(d) if d else d, k) for k, d in rows],
+            )
+            tx.execute("DELETE FROM replies WHERE received < ?", (before,))
+            return tx.execute(
+                f"DELETE FROM contents WHERE hash NOT IN (SELECT {ref} FROM deliveries "
+                f"WHERE payload IS NOT NULL AND {ref} IS NOT NULL)"
+            )
+
+        contents = self.db.transact(work, "cannot prune")
         return {"messages": len(rows), "replies": replies, "contents": contents}
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
 
 
 _MESSAGE_FIELDS = tuple(f.name for f in fields(Message))

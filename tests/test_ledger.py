@@ -34,7 +34,7 @@ def test_an_old_ledger_is_refused_with_what_to_do(tmp_path: Path) -> None:
     conn.execute("CREATE TABLE deliveries (key TEXT PRIMARY KEY)")
     conn.commit()
     conn.close()
-    with pytest.raises(ConfigError, match=f"has schema 0, this version needs {SCHEMA_VERSION}: move the file aside"):
+    with pytest.raises(ConfigError, match=f"has schema 0, this version needs {SCHEMA_VERSION}: move it aside"):
         Ledger(path)
 
 
@@ -76,6 +76,7 @@ def test_shared_content_is_stored_once_and_a_version_2_ledger_migrates(tmp_path:
     ledger.conn.executescript(  # as a version 2 ledger was
         "DROP TABLE contents; DROP TABLE tallies; DROP TRIGGER tally_insert; DROP TRIGGER tally_update;"
         "DROP INDEX deliveries_campaign_event; DROP INDEX deliveries_deferred_due;"
+        "ALTER TABLE deliveries DROP COLUMN claim;"
         "CREATE INDEX deliveries_by_campaign ON deliveries(campaign, channel, state);"
         "CREATE INDEX deliveries_deferred ON deliveries(channel, state, not_before); PRAGMA user_version=2;"
     )
@@ -85,7 +86,7 @@ def test_shared_content_is_stored_once_and_a_version_2_ledger_migrates(tmp_path:
         ('{"key": "old", "body": {"txt": "inline"}, "subject": null}',),
     )
     ledger.close()
-    ledger = Ledger(path)  # migrates: 2 -> 3 -> ... -> 6
+    ledger = Ledger(path)  # migrates: 2 -> 3 -> ... -> 7
     assert ledger.counts() == [("c", "sms", "en", "sending", 1)]  # counted into the tallies
     body = {"txt": "Free meals", "html": "<p>Free meals</p>"}
     messages = [

@@ -51,14 +51,16 @@ def assert_no_pii(text: str) -> None:
         assert found is None, f"the log holds {what}: {found.group(0) if found else ''}"
 
 
-def test_kill_9_ten_times_during_a_fanout(tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid], scale: float):
+def test_kill_9_ten_times_during_a_fanout(
+    tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid], scale: float, ledger_target: str
+) -> None:
     """kill -9 of both consumers at random points, ten times, restarting each time: every guardian
-    gets exactly one SMS and one e-mail per event."""
+    gets exactly one SMS and one e-mail per event. On both ledger engines."""
     tw, sg = providers
     families = int(1500 * scale)
     # e-mail requests take 0.1 s, so kills also land between SendGrid accepting a request and the ledger
     sg.faults.slow_rate, sg.faults.slow_seconds = 1.0, 0.1
-    env = make_env(tmp_path, families, COMMS_BUS=f"sqlite:///{tmp_path / 'bus.db'}?lease=1")
+    env = make_env(tmp_path, families, COMMS_BUS=f"sqlite:///{tmp_path / 'bus.db'}?lease=1", COMMS_LEDGER=ledger_target)
     proc_env = {
         **os.environ,
         **env_vars(env),
@@ -120,13 +122,13 @@ def test_kill_9_ten_times_during_a_fanout(tmp_path: Path, providers: tuple[FakeT
 
 
 def test_30_percent_provider_faults_and_slow_answers(
-    tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid], scale: float
+    tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid], scale: float, ledger_target: str
 ) -> None:
     tw, sg = providers
     families = int(600 * scale)
     for fake in (tw, sg):
         fake.faults.fail_rate, fake.faults.slow_rate, fake.faults.slow_seconds = 0.3, 0.1, 0.2
-    run_consumers(make_env(tmp_path, families), providers, [SWITCH, MEALS])
+    run_consumers(make_env(tmp_path, families, COMMS_LEDGER=ledger_target), providers, [SWITCH, MEALS])
     assert tw.errors_sent > 0.2 * 2 * families and sg.errors_sent > 0  # the faults really happened
     for fake in (tw, sg):
         per = fake.per_recipient()
@@ -134,10 +136,13 @@ def test_30_percent_provider_faults_and_slow_answers(
         assert fake.stats()["duplicates"] == 0  # nothing twice
 
 
-def test_flood_of_10000_copies_of_one_event(tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid]) -> None:
+def test_flood_of_10000_copies_of_one_event(
+    tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid], ledger_target: str
+) -> None:
     """Half are retries with the same CloudEvent id, half look new: the daily cap holds either way."""
     tw, sg = providers
-    workers = run_consumers(make_env(tmp_path, 4), providers, copies(MEALS, 5000, same_id=True) + copies(MEALS, 5000))
+    env = make_env(tmp_path, 4, COMMS_LEDGER=ledger_target)
+    workers = run_consumers(env, providers, copies(MEALS, 5000, same_id=True) + copies(MEALS, 5000))
     assert all(w.stats["events"] == 10_000 for w in workers)
     for fake in (tw, sg):
         assert set(fake.per_recipient().values()) == {3}  # daily_cap.normal, per guardian and channel

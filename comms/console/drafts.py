@@ -127,7 +127,7 @@ class Drafts:
         now = self.ledger.clock().timestamp()
         self.ledger.write(
             (
-                "INSERT OR IGNORE INTO draft_approvals(ledger_key, rev, who, at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO draft_approvals(ledger_key, rev, who, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [(key, draft.rev, who, now)],
             ),
             audit_line(

@@ -27,12 +27,13 @@ from typing import Any
 from comms.channels import Channel, Message, Options
 from comms.clock import Clock, system_clock
 from comms.config import Campaign, Settings
-from comms.errors import EventValidationError, TransientDeliveryError
+from comms.errors import ConfigError, EventValidationError, TransientDeliveryError
 from comms.events import CampaignMismatch, Event, conflicting_duplicate
 from comms.ledger import FINAL, Entry, Ledger, Mark, Row, State, delivery_key, message_payload
-from comms.pipeline import deliver, policies
+from comms.pipeline import deliver, policies, shards
 from comms.pipeline.audience import Target, targets
 from comms.pipeline.compose import Composer, context
+from comms.pipeline.shards import Shard
 from comms.progress import NO_PROGRESS, Tracker
 from comms.render import Rendered, Renderer
 from comms.roster import Recipient, Roster
@@ -87,29 +88,87 @@ class Pipeline:
         Raises TransientDeliveryError after recording what did go out, so the caller retries the event
         and the ledger skips the messages already sent.
         """
+        outcome: Counter[str] = Counter()
+        plans = []
+        for cid, campaign, options, who in self._audiences(event, channel):
+            texts = self._texts(channel, options, cid, campaign, event, who, outcome)
+            plans.append((cid, campaign, options, who, texts))
+        for _, _, _, who, _ in plans:
+            self.progress.task(channel, len(who))
+        return self._fan_out(event, channel, plans, outcome)
+
+    def plan(self, event: Event, channel: str, size: int) -> tuple[list[Shard], Counter[str]]:
+        """The shards of the event's fan-out on `channel` (shards.py), each campaign's texts rendered
+        once first: a template that may not be sent dead-letters the event before any shard is out."""
+        outcome: Counter[str] = Counter()
+        out: list[Shard] = []
+        for cid, campaign, options, who in self._audiences(event, channel):
+            self._texts(channel, options, cid, campaign, event, who, outcome)
+            out += shards.split(channel, cid, len(who), size)
+        outcome["shards"] += len(out)
+        return out, outcome
+
+    def handle_shard(self, event: Event, shard: Shard) -> Counter[str]:
+        """Deliver one shard of an event's fan-out: the same stages as handle(), for its slice."""
+        if shard.channel not in self.channels:
+            raise EventValidationError(f"shard of unknown channel {shard.channel!r}")
+        outcome: Counter[str] = Counter()
+        for cid, campaign, options, who in self._audiences(event, shard.channel):
+            if cid != shard.campaign:
+                continue
+            if len(who) != shard.audience:
+                raise ConfigError(
+                    f"{event.uid} {cid}: the planner's roster has {shard.audience} families in the audience, "
+                    f"this host's {len(who)}: every delivery host must hold the same roster (COMMS_ROSTER)"
+                )
+            part = who[shard.start : shard.stop]
+            texts = self._texts(shard.channel, options, cid, campaign, event, part, outcome)
+            self.progress.task(shard.channel, len(part))
+            return self._fan_out(event, shard.channel, [(cid, campaign, options, part, texts)], outcome)
+        raise EventValidationError(f"event {event.uid} does not trigger campaign {shard.campaign!r} on {shard.channel}")
+
+    def _audiences(self, event: Event, channel: str) -> list[tuple[str, Campaign, Options, list[Target]]]:
+        """Each campaign the event triggers on the channel, with its audience."""
         self.check(event)
-        provider = self.channels[channel]
-        spec = provider.spec
+        spec = self.channels[channel].spec
         campaigns = [
             (cid, c, o) for cid, c in self.settings.campaigns_for(event.type) if (o := c.channels.get(channel))
         ]
         if campaigns:
             self.refuse_conflict(event)
-        outcome: Counter[str] = Counter()
-        plans = []
-        for cid, campaign, options in campaigns:
-            who = targets(spec, options, cid, campaign, event, self.roster, self.settings.district)
-            personal = self.composer.personal(spec, options, who)
-            texts = {} if personal else self.composer.each_language(spec, options, cid, campaign, event, who, outcome)
-            plans.append((cid, campaign, options, who, texts))
+        return [
+            (cid, c, o, targets(spec, o, cid, c, event, self.roster, self.settings.district)) for cid, c, o in campaigns
+        ]
+
+    def _texts(
+        self,
+        channel: str,
+        options: Options,
+        cid: str,
+        campaign: Campaign,
+        event: Event,
+        who: Sequence[Target],
+        outcome: Counter[str],
+    ) -> dict[str, Rendered]:
+        spec = self.channels[channel].spec
+        if self.composer.personal(spec, options, who):
+            return {}
+        return self.composer.each_language(spec, options, cid, campaign, event, who, outcome)
+
+    def _fan_out(
+        self,
+        event: Event,
+        channel: str,
+        plans: Sequence[tuple[str, Campaign, Options, Sequence[Target], Mapping[str, Rendered]]],
+        outcome: Counter[str],
+    ) -> Counter[str]:
+        provider = self.channels[channel]
         transient: TransientDeliveryError | None = None
-        for _, _, _, who, _ in plans:
-            self.progress.task(spec.name, len(who))
         for cid, campaign, options, who, texts in plans:
             for i in range(0, len(who), self.chunk):
                 part = who[i : i + self.chunk]
                 counts, error = self._chunk(provider, event, cid, campaign, options, part, texts)
-                self.progress.advance(spec.name, len(part))
+                self.progress.advance(channel, len(part))
                 outcome.update(counts)
                 if error is not None:
                     transient = transient or error
@@ -284,7 +343,13 @@ class Pipeline:
     ) -> TransientDeliveryError | None:
         """Record the attempt, then send; the answers become state changes."""
         messages = provider.prepare(messages)
-        self.ledger.mark_sending((m.key, message_payload(m), day) for m in messages)
+        # a claim on each row as read: another delivery process that took a row since is left to send it
+        theirs = self.ledger.mark_sending(
+            ((m.key, message_payload(m), day) for m in messages), {m.key: rows[m.key].attempts for m in messages}
+        )
+        if theirs:
+            messages = [m for m in messages if m.key not in theirs]
+            out["claimed_elsewhere"] += len(theirs)
         o = deliver.outcomes(provider.spec, messages, provider.send(messages), rows)
         self.ledger.mark(o.marks)
         self.ledger.suppress(o.optouts)

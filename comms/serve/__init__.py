@@ -127,7 +127,7 @@ class Service:
         self.languages = {g.phone: g.language for g in roster.guardians.values() if g.phone}
         self.twilio = RequestValidator(serve.twilio_auth_token) if serve.twilio_auth_token else None
         self.sendgrid = EventWebhook(serve.sendgrid_public_key) if serve.sendgrid_public_key else None
-        self.ledger = Ledger(env.ledger, clock)
+        self.ledger = Ledger(env.ledger_target, clock)
         self.accounts = Accounts(env.ledger.with_name("accounts.db"), clock)
         self.console = ConsoleApp(
             settings=settings,
