@@ -127,14 +127,11 @@ class App:
         channels = build_channels(env, environ)
         if roster.synthetic:
             _refuse_real_providers(env, channels, environ)
-        pipeline = Pipeline(
-            settings,
-            roster,
-            Renderer(env.templates),
-            Ledger(env.ledger_target, clock),
-            channels,
-            clock,
-        )
+        ledger = Ledger(env.ledger_target, clock)
+        if env.ledger_url:  # delivery processes on many hosts: one throughput limit per sender for all
+            for channel in channels.values():
+                channel.share_budget(ledger.take_budget)
+        pipeline = Pipeline(settings, roster, Renderer(env.templates), ledger, channels, clock)
         return cls(env, settings, open_bus(env.bus_url), pipeline)
 
     def workers(self, names: list[str] | None = None) -> list[Worker]:

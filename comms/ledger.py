@@ -271,6 +271,13 @@ CREATE TABLE IF NOT EXISTS replies (
     body        TEXT NOT NULL,
     received    REAL NOT NULL
 ) WITHOUT ROWID;
+-- A sender's throughput limit (Twilio's messages per second), one token bucket shared by every
+-- delivery process on every host (Ledger.take_budget), timed by the database's own clock.
+CREATE TABLE IF NOT EXISTS budgets (
+    name   TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    at     REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS suppressions (
     channel TEXT NOT NULL,
     address TEXT NOT NULL,
@@ -325,6 +332,11 @@ CREATE OR REPLACE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit FOR E
 CREATE OR REPLACE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit FOR EACH STATEMENT
     EXECUTE FUNCTION comms_append_only();
 """,
+}
+#: the database server's clock, in seconds since the epoch: one clock for processes on many hosts
+DB_NOW = {
+    "sqlite": "SELECT (julianday('now') - 2440587.5) * 86400.0",
+    "postgresql": "SELECT extract(epoch FROM clock_timestamp())::float8",
 }
 #: the rendered content a row's payload refers to
 CONTENT_REF = {"sqlite": "json_extract(payload, '$.content')", "postgresql": "(payload::jsonb ->> 'content')"}
@@ -767,6 +779,26 @@ class Ledger:
             chunk = list(guardians[i : i + 500])
             out.update(self.query(sent_today_sql(len(chunk)), (channel, day, *chunk)))
         return out
+
+    # -- the senders' shared throughput ---------------------------------------------------------------
+    def take_budget(self, name: str, want: int, rate: float, burst: float) -> int:
+        """Up to `want` sends from the bucket `name`, which refills at `rate` per second up to `burst`:
+        how many may go now (0: wait about want / rate seconds). Shared by every process on the
+        ledger's database, so N processes together keep to one sender's limit."""
+        now_sql = DB_NOW[self.db.dialect]
+
+        def work(tx: Tx) -> int:
+            ((now,),) = tx.read(now_sql)
+            tx.execute(
+                "INSERT INTO budgets(name, tokens, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (name, burst, now)
+            )
+            ((tokens, at),) = tx.read("SELECT tokens, at FROM budgets WHERE name=?", (name,))
+            tokens = min(burst, tokens + max(0.0, now - at) * rate)
+            granted = max(0, min(want, int(tokens)))
+            tx.execute("UPDATE budgets SET tokens=?, at=? WHERE name=?", (tokens - granted, now, name))
+            return granted
+
+        return self.db.transact(work, "cannot take from the send budget", exclusive=True)
 
     # -- events ---------------------------------------------------------------------------------------
     def remember_event(self, uid: str, digest: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -32,7 +33,9 @@ def test_every_consumer_has_a_service() -> None:
 
 def test_services_and_images() -> None:
     services = COMPOSE["services"]
-    assert set(services) == {"kafka", "serve", *CONSUMERS}
+    assert set(services) == {"kafka", "postgres", "serve", *CONSUMERS}
+    assert re.fullmatch(r"postgres:\d+\.\d+", services["postgres"]["image"])  # official image, pinned
+    assert "${COMMS_POSTGRES_PASSWORD:?" in services["postgres"]["environment"]["POSTGRES_PASSWORD"]  # no secret here
     assert services["serve"]["command"][:2] == ["comms", "serve"]
     assert services["serve"]["ports"] == ["127.0.0.1:8080:8080"]  # the host publishes it on loopback only
     assert re.fullmatch(r"apache/kafka:\d+\.\d+\.\d+", services["kafka"]["image"])  # official image, pinned
@@ -67,7 +70,7 @@ def test_paths_in_the_image_exist_in_the_repo() -> None:
     for var, repo_path in (("COMMS_CONFIG", "campaigns.yaml"), ("COMMS_TEMPLATES", "templates")):
         assert env[var] == f"/app/{repo_path}" and (ROOT / repo_path).exists()
         assert f"COPY {repo_path} " in dockerfile
-    assert Path(env["COMMS_LEDGER"]).parent.parent == Path("/data")
+    assert Path(env["COMMS_VAR"]).parent == Path("/data")
 
 
 def test_what_must_survive_a_restart_lives_in_named_volumes() -> None:
@@ -85,6 +88,24 @@ def test_what_must_survive_a_restart_lives_in_named_volumes() -> None:
     log_dirs = [Path(d) for d in str(kafka["KAFKA_LOG_DIRS"]).split(",")]
     assert all(any(d == m or m in d.parents for m in mounts(services["kafka"])) for d in log_dirs)
     assert len(base64.urlsafe_b64decode(kafka["CLUSTER_ID"] + "==")) == 16  # fixed: the volume is formatted once
+    pgdata = Path("/var/lib/postgresql/18/docker")  # the postgres:18 image's PGDATA
+    assert services["postgres"]["image"].startswith("postgres:18.")
+    assert any(m in pgdata.parents for m in mounts(services["postgres"]))
     for name in CONSUMERS:
-        ledger = Path(services[name]["environment"]["COMMS_LEDGER"])
-        assert any(m in ledger.parents for m in mounts(services[name]))
+        env = services[name]["environment"]
+        assert Path(env["COMMS_VAR"]).parent in mounts(services[name])  # accounts, attendance counts
+        ledger = urlsplit(re.sub(r"\$\{[^}]*\}", "secret", env["COMMS_LEDGER"]))  # as compose interpolates it
+        assert (ledger.scheme, ledger.hostname, ledger.port) == ("postgresql", "postgres", 5432)
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_delivery_consumers_scale_and_share_fan_outs() -> None:
+    """Replicas of the SMS and e-mail consumers split each fan-out in shards on a PostgreSQL ledger:
+    with SQLite (one file on one host) replicas would not share it."""
+    services = COMPOSE["services"]
+    for name in ("sms", "email"):
+        env = services[name]["environment"]
+        assert services[name]["deploy"]["replicas"] >= 2
+        assert int(env["COMMS_SHARD_SIZE"]) > 0 and env["COMMS_LEDGER"].startswith("postgresql://")
+        partitions = int(re.search(r"partitions=(\d+)", env["COMMS_BUS"])[1])
+        assert partitions >= services[name]["deploy"]["replicas"]  # a shard topic partition for each

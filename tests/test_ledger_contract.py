@@ -260,3 +260,36 @@ def test_of_two_processes_that_read_a_row_only_one_claims_it(ledger_target: str)
         a.mark_sending([("k8888", payload("k8888"), DAY)], {"k8888": 0})
     a.close()
     b.close()
+
+
+def test_the_send_budget_is_one_for_every_process(ledger_target: str) -> None:
+    """Two pacers on two connections (two delivery processes) draw on one budget: together they keep
+    to the sender's rate, not to twice it."""
+    import asyncio
+    import time
+
+    from comms.channels.ratelimit import SharedRateLimiter
+
+    first = Ledger(ledger_target)
+    assert first.take_budget("sms", 50, rate=200.0, burst=20.0) == 20  # a full bucket: the burst
+    assert first.take_budget("sms", 50, rate=200.0, burst=20.0) <= 2  # then what a few ms refilled
+    second = Ledger(ledger_target)
+    pacers = [
+        SharedRateLimiter(200.0, lambda want, ledger=ledger: ledger.take_budget("sms", want, 200.0, 20.0))
+        for ledger in (first, second)
+    ]
+
+    async def use(pacer: SharedRateLimiter, n: int) -> None:
+        for _ in range(n):
+            await pacer.acquire()
+
+    async def both() -> None:
+        await asyncio.gather(*(use(p, 150) for p in pacers))
+
+    started = time.monotonic()
+    asyncio.run(both())
+    took = time.monotonic() - started
+    # 300 sends at 200/s from a bucket of at most 20: not before 1.4 s, whatever the machine
+    assert took >= (300 - 20 - 2) / 200.0, took
+    first.close()
+    second.close()

@@ -148,3 +148,61 @@ def test_three_delivery_processes_share_the_shards_and_a_kill_9_loses_nothing(
     assert "dead-lettered" not in "".join(texts)
     for text in texts[1:]:
         assert "comms-sms-shards: " in text and "comms-email-shards: " in text  # both took shards
+
+
+@pytest.mark.postgres
+def test_postgresql_restarted_mid_fan_out_loses_nothing(
+    tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid]
+) -> None:
+    """The ledger's server is killed (as a crash) in the middle of a fan-out and started again: the
+    consumers wait for it with one log line, go on, and every family gets each message once."""
+    from comms.dev.postgres import LocalPostgres
+
+    tw, sg = providers
+    families = 1500
+    sg.faults.slow_rate, sg.faults.slow_seconds = 1.0, 0.05
+    pg = LocalPostgres()
+    logs = [tmp_path / "sms.log", tmp_path / "email.log"]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        pg.start()
+        env = make_env(tmp_path, families, COMMS_LEDGER=pg.create("comms"))
+        proc_env = {
+            **os.environ,
+            **env_vars(env),
+            **provider_env(tw, sg, rate="600"),
+            "COMMS_TEST_NOW": NOON.isoformat(),
+            "COMMS_SENDGRID_RECONCILE_AFTER": "0",
+        }
+        app = App.open(env)
+        app.bus.publish_many(env.topic, [(None, SWITCH), (None, MEALS)])
+        app.close()
+        for name, log in zip(("sms", "email"), logs, strict=True):
+            with open(log, "ab") as f:
+                cmd = [sys.executable, "-m", f"consumers.{name}"]
+                procs.append(subprocess.Popen(cmd, env=proc_env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT))
+        expected = 2 * families
+        _wait_for(lambda: len(tw.messages) >= expected // 4, 60, "a quarter of the SMS", logs)
+        pg.kill()
+        at_kill = len(tw.messages)
+        time.sleep(2.0)
+        pg.start()
+        _wait_for(lambda: len(tw.messages) >= expected and len(sg.deliveries) >= expected, 120, "every family", logs)
+        time.sleep(1.0)
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        assert [p.wait(timeout=60) for p in procs] == [0, 0], [lg.read_text()[-2000:] for lg in logs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        pg.remove()
+    assert at_kill < expected
+    for fake in (tw, sg):
+        per = fake.per_recipient()
+        assert len(per) == families and set(per.values()) == {2}, fake.stats()
+        assert fake.stats()["duplicates"] == 0
+    text = logs[0].read_text()
+    assert "the server cannot be reached" in text and "connected again" in text, text[-3000:]
+    assert "Traceback" not in text

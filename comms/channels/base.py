@@ -27,7 +27,7 @@ stands in for a provider without becoming another channel).
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
@@ -74,6 +74,10 @@ class Message:
     priority: str = "normal"
     meta: dict[str, str] = field(default_factory=dict)
     guardian: str | None = None  # whose daily cap this counts against
+
+
+#: (budget name, sends wanted, rate per second, burst) -> sends granted now (Ledger.take_budget)
+Budget = Callable[[str, int, float, float], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +196,11 @@ class Channel(abc.ABC):
         """For messages a crash left in `sending`: the earlier send if the provider has it, else None
         (send again). Providers that cannot tell return None for all."""
         return [None] * len(messages)
+
+    def share_budget(self, take: Budget) -> None:  # noqa: B027 - optional hook
+        """Keep to the sender's throughput limit together with every other delivery process:
+        `take(name, want, rate, burst)` grants sends from a budget they share (a PostgreSQL ledger).
+        A channel without a limit has nothing to share."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -23,8 +23,8 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from comms.addresses import phone_key
-from comms.channels.base import Channel, Message, SendResult, retry_after
-from comms.channels.ratelimit import RateLimiter
+from comms.channels.base import Budget, Channel, Message, SendResult, retry_after
+from comms.channels.ratelimit import RateLimiter, SharedRateLimiter
 from comms.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from comms.privacy import quiet_sdk_loggers, scrub
 
@@ -99,6 +99,12 @@ class TwilioChannel(Channel):
     @classmethod
     def normalise(cls, address: str) -> str:
         return phone_key(address)
+
+    def share_budget(self, take: Budget) -> None:
+        rate = self.limiter.rate
+        if rate > 0:  # one budget per channel (its sender): `rate` is the sender's, not each process's
+            name = f"twilio:{self.name}"
+            self.limiter = SharedRateLimiter(rate, lambda want: take(name, want, rate, max(1.0, rate / 10)))
 
     @staticmethod
     async def _make_client(sid: str, token: str, api_url: str | None, timeout: float) -> Client:
