@@ -4,7 +4,6 @@ processes is killed mid-fan-out."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -18,7 +17,6 @@ import pytest
 from comms.app import App
 from comms.dev.servers import FakeSendGrid, FakeTwilio
 from comms.errors import EventValidationError
-from comms.ledger import Ledger
 from comms.pipeline.shards import Shard, split
 from tests.conftest import (
     MEALS,
@@ -26,9 +24,7 @@ from tests.conftest import (
     ROOT,
     SWITCH,
     env_vars,
-    free_port,
     make_env,
-    noida_kafka,
     provider_env,
     run_consumers,
 )
@@ -82,72 +78,6 @@ def _wait_for(check: Callable[[], bool], seconds: float, what: str, logs: list[P
             tails = "".join(f"\n--- {lg.name}:\n{lg.read_text()[-2500:]}" for lg in logs if lg.exists())
             raise AssertionError(f"timed out waiting for {what}{tails}")
         time.sleep(0.05)
-
-
-@pytest.mark.kafka
-@pytest.mark.postgres
-def test_three_delivery_processes_share_the_shards_and_a_kill_9_loses_nothing(
-    tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid], pg_url: str
-) -> None:
-    """Three `comms run` processes (SMS and e-mail each) in one consumer group on Kafka, on one
-    PostgreSQL ledger; one of them is killed mid-fan-out. noida-db never expires a dead member (see
-    test_kafka.py), so the broker is restarted on its data, which does; with COMMS_TEST_KAFKA a real
-    Kafka moves the partitions after session_timeout. The survivors finish the dead one's shards."""
-    tw, sg = providers
-    families = 3000
-    sg.faults.slow_rate, sg.faults.slow_seconds = 1.0, 0.05
-    real = os.environ.get("COMMS_TEST_KAFKA")
-    port = free_port()
-    logs = [tmp_path / f"delivery-{i}.log" for i in range(3)]
-    with contextlib.ExitStack() as broker, contextlib.ExitStack() as running:
-        hostport = real or broker.enter_context(noida_kafka(tmp_path / "broker", port))
-        bus = f"kafka://{hostport}?partitions=3&session_timeout=6&max_poll_interval=20&connect_timeout=2"
-        env = make_env(tmp_path, families, COMMS_BUS=bus, COMMS_LEDGER=pg_url, COMMS_SHARD_SIZE="250")
-        proc_env = {
-            **os.environ,
-            **env_vars(env),
-            **provider_env(tw, sg, rate="600"),
-            "COMMS_TEST_NOW": NOON.isoformat(),
-            "COMMS_SHARD_SIZE": "250",
-            "COMMS_SENDGRID_RECONCILE_AFTER": "0",
-        }
-
-        def start(log: Path) -> subprocess.Popen[bytes]:
-            with open(log, "ab") as f:
-                cmd = [sys.executable, "-m", "comms.cli", "run", "--only", "sms", "--only", "email"]
-                return subprocess.Popen(cmd, env=proc_env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-
-        procs = [start(lg) for lg in logs]
-        running.callback(lambda: [p.kill() for p in procs if p.poll() is None])
-        app = App.open(env)
-        app.bus.publish_many(env.topic, [(None, SWITCH), (None, MEALS)])
-        app.close()
-        expected = 2 * families
-        _wait_for(lambda: len(tw.messages) >= expected // 5, 120, "a fifth of the SMS", logs)
-        procs[0].send_signal(signal.SIGKILL)
-        procs[0].wait()
-        at_kill = (len(tw.messages), len(sg.deliveries))
-        if not real:
-            broker.close()  # clears the dead member (noida-db)
-            broker.enter_context(noida_kafka(tmp_path / "broker", port))
-        _wait_for(lambda: len(tw.messages) >= expected and len(sg.deliveries) >= expected, 180, "every family", logs)
-        time.sleep(1.0)  # anything sent twice would arrive now
-        for p in procs[1:]:
-            p.send_signal(signal.SIGTERM)
-        assert [p.wait(timeout=60) for p in procs[1:]] == [0, 0], [lg.read_text()[-2000:] for lg in logs]
-    assert at_kill[0] < expected or at_kill[1] < expected  # the kill landed mid-fan-out
-    for fake in (tw, sg):
-        per = fake.per_recipient()
-        assert len(per) == families and set(per.values()) == {2}, fake.stats()  # none lost
-        assert fake.stats()["duplicates"] == 0  # none twice
-    ledger = Ledger(pg_url)
-    states = {s for *_, s, n in ledger.counts() if n}
-    ledger.close()
-    assert states <= {"sent", "suppressed"}, states
-    texts = [lg.read_text() for lg in logs]
-    assert "dead-lettered" not in "".join(texts)
-    for text in texts[1:]:
-        assert "comms-sms-shards: " in text and "comms-email-shards: " in text  # both took shards
 
 
 @pytest.mark.postgres

@@ -8,6 +8,8 @@
   starting at the same moment, and the approvals' read-count-then-decide.
 - A deadlock or serialization failure (two transactions counting into the same tallies in opposite
   orders) rolls back: the transaction runs again.
+- A host cut off mid-transaction does not hold its locks for long: each session asks the server to
+  end a transaction idle for 15 s and to probe a silent client (`_SESSION`).
 - A lost server (restarted, failed over, a cut link): reads and writes wait for it, up to
   COMMS_LEDGER_WAIT seconds (300), with one log line when it goes and one when it is back. A
   transaction whose COMMIT got no answer is looked up by its transaction id (pg_xact_status) once
@@ -37,6 +39,13 @@ log = logging.getLogger("comms.db")
 # one number for every comms advisory lock: an exclusive transaction excludes the others
 _LOCK = 0x636F6D6D73  # "comms"
 _RETRY = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+# A host whose link is cut mid-transaction holds its row locks (the tallies every writer updates) until
+# the server notices it is gone: keepalives tell the server within ~11 s, and a transaction left idle
+# for 15 s is ended; the other hosts then go on. Ours take milliseconds between statements.
+_SESSION = (
+    "-c idle_in_transaction_session_timeout=15s -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2"
+    " -c tcp_keepalives_count=3"
+)
 
 
 @functools.lru_cache(maxsize=512)
@@ -118,7 +127,9 @@ class PostgresDb(Db):
         start, said = time.monotonic(), False
         while True:
             try:
-                conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5, application_name="comms")
+                conn = psycopg.connect(
+                    self.url, autocommit=True, connect_timeout=5, application_name="comms", options=_SESSION
+                )
                 if said:
                     log.warning("%s: connected again after %.0f s; going on", self.name, time.monotonic() - start)
                 return conn

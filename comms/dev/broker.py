@@ -25,8 +25,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def noida_kafka(data_dir: Path, port: int | None = None) -> Iterator[str]:
-    """A noida-db Kafka-protocol broker on 127.0.0.1 for the length of the block; yields host:port."""
+def noida_kafka(data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> Iterator[str]:
+    """A noida-db Kafka-protocol broker on `host` (127.0.0.1, or an address on a link the tests
+    made) for the length of the block; yields host:port."""
     exe = shutil.which("noida-db", path=str(Path(sys.executable).parent)) or shutil.which("noida-db")
     if not exe:
         raise RuntimeError("noida-db is a test dependency: pip install -e '.[test]'")
@@ -43,7 +44,7 @@ def noida_kafka(data_dir: Path, port: int | None = None) -> Iterator[str]:
                 "--kafka-port",
                 str(port),
                 "--host",
-                "127.0.0.1",
+                host,
                 "--data-dir",
                 str(data_dir / "data"),
             ],
@@ -53,13 +54,13 @@ def noida_kafka(data_dir: Path, port: int | None = None) -> Iterator[str]:
         )
         try:
             deadline = time.monotonic() + 30
-            while not _listening(port):
+            while not _listening(port, host):
                 if proc.poll() is not None:
                     raise RuntimeError(f"noida-db exited: {log_path.read_text()}")
                 if time.monotonic() > deadline:
                     raise RuntimeError("noida-db did not open its Kafka port in 30 s")
                 time.sleep(0.1)
-            yield f"127.0.0.1:{port}"
+            yield f"{host}:{port}"
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -69,12 +70,12 @@ def noida_kafka(data_dir: Path, port: int | None = None) -> Iterator[str]:
                 proc.wait()
             # its children may hold the port a moment longer; the next broker on this port needs it free
             deadline = time.monotonic() + 10
-            while _listening(port) and time.monotonic() < deadline:
+            while _listening(port, host) and time.monotonic() < deadline:
                 time.sleep(0.05)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _listening(port: int) -> bool:
+def _listening(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0

@@ -63,6 +63,9 @@ class LocalPostgres:
             shutil.chown(self.root, USER, USER)
             self.user = USER
         self._run(["initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"])
+        if host != "127.0.0.1":  # hosts in the tests' network namespaces, on the subnet of `host`'s link
+            with open(self.data / "pg_hba.conf", "a", encoding="utf-8") as hba:
+                hba.write("host all all samenet trust\n")
 
     def _run(self, argv: list[str]) -> None:
         argv = [str(_bin() / argv[0]), *argv[1:]]

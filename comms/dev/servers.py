@@ -81,7 +81,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeProvider:
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1") -> None:
         self.faults = Faults()
         self.lock = threading.Lock()
         self.requests = 0
@@ -91,13 +91,14 @@ class FakeProvider:
         self.accepted: Counter[str] = Counter()  # recipient -> messages accepted
         self.copies: Counter[str] = Counter()  # message (recipient and content) -> times accepted
         self.first_at = self.last_at = 0.0  # wall clock of the first and the last accepted message
-        self.httpd = _Server(("127.0.0.1", 0), handler)
+        self.host = host  # 127.0.0.1, or an address on a link the tests made to hosts in network namespaces
+        self.httpd = _Server((host, 0), handler)
         self.httpd.provider = self  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return f"http://{self.host}:{self.httpd.server_address[1]}"
 
     def __enter__(self) -> Self:
         self.thread.start()
@@ -320,8 +321,8 @@ def twilio_post(url: str, params: dict[str, str], token: str = AUTH_TOKEN) -> tu
 
 
 class FakeTwilio(FakeProvider):
-    def __init__(self) -> None:
-        super().__init__(_TwilioHandler)
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__(_TwilioHandler, host)
         self.messages: list[dict[str, Any]] = []
         self.calls: list[dict[str, Any]] = []
         self.by_to: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -459,8 +460,8 @@ def _valid_address(address: str) -> bool:
 
 
 class FakeSendGrid(FakeProvider):
-    def __init__(self) -> None:
-        super().__init__(_SendGridHandler)
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__(_SendGridHandler, host)
         self.batches: list[int] = []
         self.deliveries: list[dict[str, Any]] = []
         self.by_request: dict[str, list[tuple[str, str]]] = defaultdict(list)  # for the Email Activity API
