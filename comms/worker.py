@@ -181,9 +181,17 @@ def run(workers: list[Worker], until_idle: bool = False, stop: threading.Event |
         if busy:
             continue
         waiting = any(w.backoff > time.monotonic() for w in workers)
-        if until_idle and not waiting and all(w.caught_up() for w in workers):
+        if until_idle and not waiting and _all_caught_up(workers):
             return
         time.sleep(0.05 if until_idle else 0.2)
+
+
+def _all_caught_up(workers: list[Worker]) -> bool:
+    try:
+        return all(w.caught_up() for w in workers)
+    except BusError as exc:  # not known: not idle, and asked again at the next idle round
+        log.warning("cannot tell whether every group is done: %s", exc)
+        return False
 
 
 def close_all(*closables: Worker | Any) -> None:

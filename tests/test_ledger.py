@@ -1,8 +1,8 @@
-"""The delivery ledger on its own: a new file opened by several processes at once, schema versions."""
+"""The SQLite ledger's own matters: schema versions and migrations, SQLite's query plan. What both
+engines must do is in test_ledger_contract.py."""
 
 from __future__ import annotations
 
-import multiprocessing
 import sqlite3
 from pathlib import Path
 
@@ -10,22 +10,6 @@ import pytest
 
 from comms.errors import ConfigError
 from comms.ledger import SCHEMA_VERSION, Entry, Ledger, Mark, State, sent_today_sql
-
-
-def _open(path: str) -> None:
-    Ledger(path).close()
-
-
-def test_several_processes_open_a_new_ledger_at_once(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    for round_ in range(3):
-        path = str(tmp_path / f"ledger{round_}.db")
-        procs = [ctx.Process(target=_open, args=(path,)) for _ in range(4)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(60)
-        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
 
 
 def test_an_old_ledger_is_refused_with_what_to_do(tmp_path: Path) -> None:

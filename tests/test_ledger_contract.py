@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -177,6 +177,17 @@ def test_two_approvers_at_the_same_moment_decide_once(ledger_target: str) -> Non
         ledger.close()
 
 
+def at_once(jobs: list[tuple[Callable[..., None], tuple[object, ...]]]) -> list[int | None]:
+    """Each (function, arguments) in a process of its own, started together: their exit codes."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=fn, args=args) for fn, args in jobs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    return [p.exitcode for p in procs]
+
+
 def _move(target: str, worker: int, n: int) -> None:
     ledger = Ledger(target)
     keys = [f"w{worker}-{i:05}" for i in range(n)]
@@ -193,13 +204,7 @@ def test_processes_writing_at_once_keep_every_count(ledger_target: str) -> None:
     """Four processes move their own messages through the same states at the same moment: the tallies
     the triggers keep (one row per state, written by all four) match the rows, and nothing fails."""
     Ledger(ledger_target).close()
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_move, args=(ledger_target, w, 1000)) for w in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert at_once([(_move, (ledger_target, w, 1000)) for w in range(4)]) == [0, 0, 0, 0]
     ledger = Ledger(ledger_target)
     assert sorted(ledger.counts()) == [
         ("meal-schedule", "sms", "en", "delivered", 2000),
@@ -216,14 +221,8 @@ def _open(target: str) -> None:
     Ledger(target).close()
 
 
-def test_several_processes_set_up_a_new_ledger_at_once(ledger_target: str, tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_open, args=(ledger_target,)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+def test_several_processes_set_up_a_new_ledger_at_once(ledger_target: str) -> None:
+    assert at_once([(_open, (ledger_target,))] * 4) == [0, 0, 0, 0]
     ledger = Ledger(ledger_target)
     ledger.open([entry("k0001")])
     ledger.mark([Mark("k0001", State.SUPPRESSED, None, "no_consent")])

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import struct
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -114,6 +115,11 @@ def _structured(headers: dict[str, str], value: bytes, problems: list[str]) -> b
     return json.dumps(doc, ensure_ascii=False).encode("utf-8")
 
 
+# A broker reply kafka-python could not decode (seen from noida-db with four members rebalancing at
+# once: "unpack requires a buffer of 2 bytes"): the bus is unwell, like a lost connection; retry.
+_UNREADABLE = (struct.error,)
+
+
 class KafkaBusConsumer(Consumer):
     def __init__(self, bus: KafkaBus, group: str, topics: Sequence[str]) -> None:
         for t in topics:
@@ -142,8 +148,8 @@ class KafkaBusConsumer(Consumer):
                 f"COMMS_BUS session_timeout {self.c.config['session_timeout_ms'] / 1000:g}s is outside the broker's "
                 "group.min.session.timeout.ms..group.max.session.timeout.ms (Kafka's default minimum is 6s)"
             ) from exc
-        except KafkaError as exc:
-            raise BusUnavailableError(f"Kafka poll failed: {exc}") from exc
+        except (KafkaError, *_UNREADABLE) as exc:
+            raise BusUnavailableError(f"Kafka poll failed: {exc!r}") from exc
         return [_record(r) for recs in batches.values() for r in recs]
 
     def commit(self, records: Sequence[Record]) -> None:
@@ -161,8 +167,8 @@ class KafkaBusConsumer(Consumer):
                     "commit refused during a rebalance: the batch will be redelivered and the ledger skips "
                     "what was already sent"
                 ) from exc
-            except KafkaError as exc:
-                raise BusUnavailableError(f"Kafka commit failed: {exc}") from exc
+            except (KafkaError, *_UNREADABLE) as exc:
+                raise BusUnavailableError(f"Kafka commit failed: {exc!r}") from exc
 
     def rewind(self) -> None:
         # Only a flag: rewind() runs inside error handling and must not fail; the next poll() seeks.
@@ -288,6 +294,12 @@ class KafkaBus(Bus):
         return KafkaBusConsumer(self, group, topics)
 
     def lag(self, group: str, topic: str) -> tuple[int, int]:
+        try:
+            return self._lag(group, topic)
+        except (KafkaError, *_UNREADABLE) as exc:
+            raise BusUnavailableError(f"Kafka did not tell the lag of {group} on {topic}: {exc!r}") from exc
+
+    def _lag(self, group: str, topic: str) -> tuple[int, int]:
         # `run --until-idle` asks this for every worker on every idle round: one client, not one per call
         if self._probe is None:
             self._probe = KafkaConsumer(**self.client_kwargs)

@@ -159,40 +159,36 @@ class PostgresDb(Db):
     # -- reads and writes ---------------------------------------------------------------------------
     def read(self, sql: str, args: Sequence[Any] = (), doing: str = "cannot read") -> list[tuple[Any, ...]]:
         with self.lock:
-            while True:
-                try:
-                    return PgTx(self.conn).read(sql, args)
-                except psycopg.OperationalError as exc:
-                    if not self._lost():
-                        raise self._error(doing, exc) from exc
-                    self._reconnect()
-                except psycopg.Error as exc:
-                    raise self._error(doing, exc) from exc
+            return self._retrying(lambda: PgTx(self.conn).read(sql, args), doing)
 
     def transact(self, work: Callable[[Tx], T], doing: str = "cannot write", exclusive: bool = False) -> T:
         with self.lock:
-            retries = 0
-            while True:
-                try:
-                    return self._once(work, exclusive)
-                except _Unanswered as u:
-                    self._reconnect()
-                    status = self.read_status(u.xid)
-                    if status == "committed":
-                        return u.result  # type: ignore[no-any-return]
-                    if status not in ("aborted", None):
-                        raise StoreError(f"{self.name}: {doing}: transaction {u.xid} is {status}; stopping") from None
-                except _RETRY as exc:
-                    retries += 1
-                    if retries > 50:
-                        raise self._error(doing, exc) from exc
-                    time.sleep(0.01 * retries)
-                except psycopg.OperationalError as exc:
-                    if not self._lost():
-                        raise self._error(doing, exc) from exc
-                    self._reconnect()
-                except psycopg.Error as exc:
+            return self._retrying(lambda: self._once(work, exclusive), doing)
+
+    def _retrying(self, attempt: Callable[[], T], doing: str) -> T:
+        """`attempt()` until it is done: again after a deadlock, and after the server is back."""
+        retries = 0
+        while True:
+            try:
+                return attempt()
+            except _Unanswered as u:
+                self._reconnect()
+                status = self.read_status(u.xid)
+                if status == "committed":
+                    return u.result  # type: ignore[no-any-return]
+                if status not in ("aborted", None):
+                    raise StoreError(f"{self.name}: {doing}: transaction {u.xid} is {status}; stopping") from None
+            except _RETRY as exc:
+                retries += 1
+                if retries > 50:
                     raise self._error(doing, exc) from exc
+                time.sleep(0.01 * retries)
+            except psycopg.OperationalError as exc:
+                if not self._lost():
+                    raise self._error(doing, exc) from exc
+                self._reconnect()
+            except psycopg.Error as exc:
+                raise self._error(doing, exc) from exc
 
     def _once(self, work: Callable[[Tx], T], exclusive: bool) -> T:
         tx = PgTx(self.conn)

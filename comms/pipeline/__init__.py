@@ -20,7 +20,7 @@ needs, and let the first families' messages go out while the last ones are still
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -59,6 +59,7 @@ class Pipeline:
         self.chunk = chunk  # recipients ledgered, rendered and sent at a time
         self.composer = Composer(settings, roster, renderer)
         self.progress: Tracker = NO_PROGRESS  # families handled per channel (`comms run` shows it)
+        self._audience_cache: OrderedDict[tuple[str, ...], list[Target]] = OrderedDict()
 
     def context(
         self, cid: str, campaign: Campaign, event: Event, lang: str, recipient: Recipient | None
@@ -136,9 +137,19 @@ class Pipeline:
         ]
         if campaigns:
             self.refuse_conflict(event)
-        return [
-            (cid, c, o, targets(spec, o, cid, c, event, self.roster, self.settings.district)) for cid, c, o in campaigns
-        ]
+        out = []
+        for cid, c, o in campaigns:
+            # the shards of one event come one after another: the audience is worked out once for
+            # them all, not once per shard (67 shards of a district-wide event: 67 passes otherwise)
+            key = (event.uid, event.digest, channel, cid)
+            who = self._audience_cache.get(key)
+            if who is None:
+                who = targets(spec, o, cid, c, event, self.roster, self.settings.district)
+                self._audience_cache[key] = who
+                while len(self._audience_cache) > 4:  # a process delivers two or three channels
+                    self._audience_cache.popitem(last=False)
+            out.append((cid, c, o, who))
+        return out
 
     def _texts(
         self,
