@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from comms.config import Settings
 from comms.errors import ApprovalError
 from comms.ledger import Ledger
+from comms.translations import stale_translations
 
 REQUIRED = {"none": 0, "one": 1, "two": 2}
 
@@ -55,8 +57,15 @@ class AuditLine:
 
 
 class Approvals:
-    def __init__(self, ledger: Ledger, settings: Settings) -> None:
+    def __init__(self, ledger: Ledger, settings: Settings, templates: Path | None = None) -> None:
         self.ledger, self.settings = ledger, settings
+        self.templates = templates  # where the translations' review records are (None: not checked)
+
+    def stale(self, campaign: str) -> str | None:
+        """Why the campaign cannot be approved yet: a translation older than its English, if so."""
+        if self.templates is None or campaign not in self.settings.campaigns:
+            return None
+        return stale_translations(self.settings, self.templates, campaign)
 
     # -- reading ----------------------------------------------------------------------------------------
     def gated(self, event_uid: str) -> list[str]:
@@ -116,6 +125,8 @@ class Approvals:
         todo = self._undecided(event_uid, who, "approve")
         now = self.ledger.clock().timestamp()
         for s in todo:
+            if why := self.stale(s.campaign):
+                raise ApprovalError(f"{s.campaign} cannot be approved: {why} (comms translations)")
             if who in s.approvers:
                 raise ApprovalError(
                     f"{who} has already approved {s.campaign}: its second approval must come from another person"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
+from comms import translations
 from comms.app import Env
 from comms.channels import channel_class
 from comms.config import Settings, load_settings
@@ -13,7 +15,7 @@ from comms.errors import RenderError
 from comms.events import Event, parse_event
 from comms.ledger import Ledger
 from comms.pipeline import Pipeline
-from comms.render import Rendered, Renderer, template_paths
+from comms.render import Rendered, Renderer, facts, template_paths
 from comms.roster import Recipient, Roster
 
 
@@ -35,14 +37,30 @@ def _sample_recipient(p: Pipeline, cid: str, event: Event, lang: str) -> Recipie
     return Recipient(first.key, dataclasses.replace(first.guardian, language=lang), first.students)
 
 
-def render_one(p: Pipeline, cid: str, event: Event, channel: str, lang: str) -> Rendered:
+def render_one(p: Pipeline, cid: str, event: Event, channel: str, lang: str) -> tuple[Rendered, list[str]]:
+    """One rendering of the event, and what it leaves out or adds (comms/render/facts.py)."""
     campaign = p.settings.campaigns[cid]
     options = campaign.channels.get(channel)
     if options is None:
         raise RenderError(f"campaign {cid!r} does not send on channel {channel!r}")
     spec = channel_class(channel)
     recipient = None if spec.audience == "press" else _sample_recipient(p, cid, event, lang)
-    return p.renderer.render(channel, options.template, lang, p.context(cid, campaign, event, lang, recipient))
+    ctx = p.context(cid, campaign, event, lang, recipient)
+    r = p.renderer.render(channel, options.template, lang, ctx)
+    return r, p.composer.check(spec, options, lang, event, ctx, r)
+
+
+def template_links(settings: Settings, templates: Path) -> list[str]:
+    """A link written into a template that may not reach a family (a shortener; in incident mode any
+    link off the district's domains or not https)."""
+    incident = settings.district.incident.active or any(c.incident for c in settings.campaigns.values())
+    out = []
+    for path in sorted(templates.rglob("*.j2")):
+        for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+            for url in facts.URL.findall(line):
+                if why := facts.link_problem(url.rstrip(".,;:"), settings.district.links, incident):
+                    out.append(f"{path.relative_to(templates).as_posix()}:{n}: {why}")
+    return out
 
 
 def _samples(settings: Settings) -> dict[str, list[Event]]:
@@ -85,9 +103,9 @@ def check_templates(settings: Settings, env: Env) -> list[str]:
             renderer.render("sms", "_help", lang, {"district": settings.district})
         except RenderError as exc:
             problems.append(f"the answer to HELP ({lang}): {exc}")
+    problems += template_links(settings, env.templates)
     if problems:
         return problems
-    p = _pipeline(env, settings)
     samples = _samples(settings)
     for cid, c in settings.campaigns.items():
         if not samples.get(c.event_type):
@@ -95,21 +113,44 @@ def check_templates(settings: Settings, env: Env) -> list[str]:
                 f"campaigns.{cid}.event_type: no sample event of type {c.event_type!r} in comms/dev/demo.py "
                 "(sample_events): its templates cannot be checked"
             )
-        for event in samples.get(c.event_type, []):
-            for channel, options in c.channels.items():
-                spec = channel_class(channel)
-                for lang in spec.languages(settings.district, options):
-                    try:
-                        r = render_one(p, cid, event, channel, lang)
-                    except RenderError as exc:
-                        problems.append(f"campaigns.{cid}.channels.{channel} ({lang}): {exc}")
-                        continue
-                    if why := spec.refuse(r, settings.district):
-                        problems.append(
-                            f"campaigns.{cid}.channels.{channel} ({lang}): {why} with the demo event {event.id}: "
-                            "it would never be sent"
-                        )
+    for mode, variant in _modes(settings):
+        p = _pipeline(env, variant)
+        for cid, c in variant.campaigns.items():
+            for event in samples.get(c.event_type, []):
+                for channel, options in c.channels.items():
+                    spec = channel_class(channel)
+                    for lang in spec.languages(variant.district, options):
+                        try:
+                            r, found = render_one(p, cid, event, channel, lang)
+                        except RenderError as exc:
+                            problems.append(f"campaigns.{cid}.channels.{channel} ({lang}){mode}: {exc}")
+                            continue
+                        problems += [
+                            f"campaigns.{cid}.channels.{channel}: {x}{mode} with the demo event {event.id}"
+                            for x in found
+                        ]
+                        if why := spec.refuse(r, variant.district):
+                            problems.append(
+                                f"campaigns.{cid}.channels.{channel} ({lang}): {why}{mode} with the demo event "
+                                f"{event.id}: it would never be sent"
+                            )
     return problems
+
+
+def _modes(settings: Settings) -> list[tuple[str, Settings]]:
+    """The settings as they are, and in incident mode (with the website up, then down) when the config
+    can turn it on: the week it is needed is no time to find a Spanish SMS too long for its line."""
+    out = [("", settings)]
+    d = settings.district
+    if d.links is None or "verify" not in d.glossary:
+        return out
+    for down in (False, True):
+        if d.incident.active and d.incident.website_down == down:
+            continue
+        incident = d.incident.model_copy(update={"active": True, "website_down": down})
+        variant = settings.model_copy(update={"district": d.model_copy(update={"incident": incident})})
+        out.append((f" (incident mode{', website down' if down else ''})", variant))
+    return out
 
 
 def preview_event(env: Env, event: Event, channel: str, lang: str) -> list[tuple[str, str]]:
@@ -120,7 +161,9 @@ def preview_event(env: Env, event: Event, channel: str, lang: str) -> list[tuple
     for cid, c in settings.campaigns_for(event.type):
         if c.channels.get(channel) is None:
             continue
-        r = render_one(p, cid, event, channel, lang)
+        r, found = render_one(p, cid, event, channel, lang)
+        for x in found:
+            out.append((f"{cid} {channel} {lang}: would be held", x))
         if r.subject:
             out.append((f"{cid} {channel} {lang} subject", r.subject))
         for part, text in r.parts.items():
@@ -131,9 +174,20 @@ def preview_event(env: Env, event: Event, channel: str, lang: str) -> list[tuple
     return out
 
 
-def warnings(settings: Settings) -> list[str]:
-    """What is allowed but probably not meant: a mass send that nobody approves."""
+def warnings(settings: Settings, templates: Path | None = None) -> list[str]:
+    """What is allowed but probably not meant: a mass send that nobody approves, a translation whose
+    English changed since it was reviewed."""
     out = []
+    if templates is not None:
+        stale: dict[str, list[str]] = {}
+        for t in translations.all_states(templates):
+            if t.state is translations.Review.STALE:
+                stale.setdefault(t.source, []).append(t.lang)
+        for source, langs in sorted(stale.items()):
+            out.append(
+                f"templates/{source} changed: {', '.join(sorted(set(langs)))} need review "
+                "(comms translations; a campaign needing approval cannot be approved until then)"
+            )
     for cid, c in settings.campaigns.items():
         gated = [name for name, _ in c.channels.items() if channel_class(name).gated]
         if c.audience.select == "scope" and c.approval == "none" and gated:

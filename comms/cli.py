@@ -207,7 +207,7 @@ def validate() -> None:
         problems = check_templates(settings, env)
     except ConfigError as exc:
         _fail(exc)
-    for w in warnings(settings):
+    for w in warnings(settings, env.templates):
         err.print(f"[bold yellow]warning:[/] {w}", highlight=False)
     if problems:
         for p in problems:
@@ -278,7 +278,7 @@ def demo(
 
     from comms.app import App, Env
     from comms.approvals import Approvals
-    from comms.dev.demo import DEMO_NOW, attendance_stream, demo_events
+    from comms.dev.demo import DEMO_NOW, attendance_stream, demo_events, phases
     from comms.worker import run as run_workers
 
     _logging(verbose)
@@ -297,27 +297,34 @@ def demo(
         events_raw = demo_events()[:2] + attendance_stream([(s.id, s.school_id) for s in picked])
         out.print(f"generated and imported a synthetic roster of {students:,} students: {env.roster}")
     try:
-        # The demo replays 2020: its clock is a school day at noon, so quiet hours never hold an SMS back.
-        # environ={}: never the real providers, even with credentials in the shell: the families are fictional
-        a = App.open(env, clock=lambda: DEMO_NOW, environ={})
+        # The demo replays 2020, each event at the time the district sent it (news expires: the platform
+        # switch of September 2 is past by November). environ={}: never the real providers, even with
+        # credentials in the shell: the families are fictional
+        now = [DEMO_NOW]
+        a = App.open(env, clock=lambda: now[0], environ={})
         events = [parse_event(raw) for raw in events_raw]
-        a.bus.publish_many(a.env.topic, [(e.key, e.raw) for e in events])
         workers = a.workers_when_ready()
-        run_workers(workers, until_idle=True)
-        # The demo has no office to ask: it approves its own held mass sends as the account "demo"
-        # (in the audit log as such), and says so. A district approves in the console (comms serve).
-        approvals = Approvals(a.pipeline.ledger, a.settings)
-        held = approvals.waiting()
-        for uid in sorted({s.event_uid for s in held}):
-            for n in range(1, 1 + max(s.required for s in held if s.event_uid == uid)):
-                approvals.approve(uid, f"demo-{n}")
-        if held:
+        approvals = Approvals(a.pipeline.ledger, a.settings, a.env.templates)
+        approved = 0
+        for at, group in phases(events_raw):
+            now[0] = at
+            a.bus.publish_many(a.env.topic, [(e.key, e.raw) for e in map(parse_event, group)])
+            run_workers(workers, until_idle=True)
+            # The demo has no office to ask: it approves its own held mass sends as the accounts demo-1
+            # and demo-2 (in the audit log as such), and says so. A district approves in the console.
+            held = approvals.waiting()
+            for uid in sorted({s.event_uid for s in held}):
+                for n in range(1, 1 + max(s.required for s in held if s.event_uid == uid)):
+                    approvals.approve(uid, f"demo-{n}")
+            if held:
+                approved += len(held)
+                run_workers(workers, until_idle=True)
+        if approved:
             out.print(
-                f"approved {len(held)} held mass send(s) as the demo accounts demo-1 and demo-2 "
+                f"approved {approved} held mass send(s) as the demo accounts demo-1 and demo-2 "
                 "(campaigns.yaml asks approval: one or two; the audit log says who)",
                 highlight=False,
             )
-            run_workers(workers, until_idle=True)
         for w in workers:
             w.close()
     except CommsError as exc:
@@ -328,6 +335,7 @@ def demo(
         "sent",
         "by language",
         "suppressed",
+        "expired",
         "in",
         title=f"comms demo: {len(events)} events from the 2020 seed press releases",
     )
@@ -342,14 +350,17 @@ def demo(
         sent = states.get("sent", Counter())
         by_lang = " ".join(f"{k}:{v}" for k, v in sorted(sent.items()))
         suppressed = sum(states.get("suppressed", Counter()).values())
+        expired = sum(states.get("expired", Counter()).values())
         t.add_row(
-            campaign, channel.replace("_release", ""), str(sum(sent.values())), by_lang, str(suppressed), where[channel]
-        )
+            campaign, channel.replace("_release", ""), str(sum(sent.values())), by_lang, str(suppressed),
+            str(expired), where[channel],
+        )  # fmt: skip
     a.close()
     out.print(t)
     out.print(
         f"Drafts and messages are under {a.env.out}/ (folders in the last column). "
-        "Suppressed: no consent, no contact or the daily cap; `comms report CAMPAIGN` says which."
+        "Suppressed: no consent, no contact or the daily cap; expired: its news was past before it could "
+        "go; `comms report CAMPAIGN` says which."
     )
 
 
@@ -362,7 +373,11 @@ def _approvals() -> tuple[Approvals, Accounts, Ledger]:
 
     env = Env.from_environ()
     ledger = Ledger(env.ledger_target)
-    return Approvals(ledger, load_settings(env.config)), Accounts(env.ledger.with_name("accounts.db")), ledger
+    return (
+        Approvals(ledger, load_settings(env.config), env.templates),
+        Accounts(env.ledger.with_name("accounts.db")),
+        ledger,
+    )
 
 
 @app.command("approvals")
@@ -709,7 +724,7 @@ def report(
     t = Table("channel", "language", "state", "messages", title=f"campaign {campaign}")
     for _, channel, lang, state, n in ledger.counts(campaign):
         t.add_row(channel, lang, state, str(n))
-    why = Table("channel", "state", "why", "messages", title="held back, failed or not delivered")
+    why = Table("channel", "state", "why", "messages", title="held back, failed, expired or not delivered")
     for channel, state, detail, n in ledger.details(campaign):
         why.add_row(channel, state, detail, str(n))
     since = Table("channel", "language", "families", title="opted out since their message (STOP, unsubscribe...)")
@@ -791,3 +806,53 @@ def schema(
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+translations_app = typer.Typer(
+    help="Who reviewed each translated template, and whether its English changed since.",
+    invoke_without_command=True,
+)
+app.add_typer(translations_app, name="translations")
+
+
+@translations_app.callback()
+def translations_list(ctx: typer.Context) -> None:
+    """Every translated template: its language, the English it comes from, reviewed or stale."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from comms.app import Env
+    from comms.translations import Review, all_states
+
+    env = Env.from_environ()
+    table = Table("file", "lang", "state", "reviewed by", "on", "translates")
+    states = all_states(env.templates)
+    for t in states:
+        colour = {Review.REVIEWED: "green", Review.STALE: "red", Review.UNREVIEWED: "yellow"}[t.state]
+        table.add_row(t.file, t.lang, f"[{colour}]{t.state}[/]", t.reviewed_by or "", t.on or "", t.source)
+    out.print(table)
+    counts = Counter(t.state.value for t in states)
+    out.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no translated templates")
+    if counts.get(Review.STALE.value):
+        raise typer.Exit(1)
+
+
+@translations_app.command("review")
+def translations_review(
+    file: Annotated[str, typer.Argument(help="a translated template, relative to templates/")],
+    by: Annotated[str, typer.Option("--by", help="who read it against the English")],
+) -> None:
+    """Record that FILE was reviewed against its English template as it is now."""
+    from comms.app import Env
+    from comms.clock import clock_from_env
+    from comms.config import load_settings
+    from comms.translations import review
+
+    env = Env.from_environ()
+    try:
+        tz = load_settings(env.config).district.tz
+        t = review(
+            env.templates, file.removeprefix("templates/"), by, clock_from_env(os.environ)().astimezone(tz).date()
+        )
+    except CommsError as exc:
+        _fail(exc)
+    out.print(f"{t.file}: {t.state} by {t.reviewed_by} on {t.on} (translates {t.source})")

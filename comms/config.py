@@ -79,6 +79,24 @@ class Retention(_Model):
         return v
 
 
+class Links(_Model):
+    """Where a message may send a family: https only, to the district's own domains (and their
+    subdomains), never through a link shortener, which hides where a link goes (phishing looks like
+    that). Always checked in incident mode; `comms validate` refuses a template URL off the list."""
+
+    allow: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+(\.[a-z0-9-]+)+$")]] = Field(min_length=1)
+    shorteners: list[str] = ["bit.ly", "tinyurl.com", "t.co", "goo.gl", "ow.ly", "is.gd", "buff.ly", "rb.gy"]
+
+
+class Incident(_Model):
+    """The week the district is under attack (issue: phishing texts imitate it): every SMS and e-mail
+    carries the glossary's `verify` line; links only to `links.allow`; with the website down, texts give
+    the phone line instead of links."""
+
+    active: bool = False
+    website_down: bool = False
+
+
 class District(_Model):
     name: Text
     short_name: Text
@@ -98,6 +116,14 @@ class District(_Model):
     sms_max_segments: int = Field(default=3, ge=1, le=10)
     sending: dict[str, Sending] = {}
     retention: Retention = Retention()
+    #: the district's terms in each language, fixed once (the templates say `g.office`, never a
+    #: translation of their own); the fact check refuses the English of a term in another language
+    glossary: dict[Name, dict[Lang, Text]] = {}
+    #: names that are never translated (M-DCPS, Microsoft Teams, K12...): the language check skips them
+    names: list[Text] = []
+    links: Links | None = None
+    incident: Incident = Incident()
+    media_contact: dict[Lang, Text] | None = None  # who reporters call, as the press draft says it
 
     @field_validator("sending")
     @classmethod
@@ -161,8 +187,9 @@ else:
 
 class Audience(_Model):
     # scope: guardians of the students the event covers (its grades, schools or sites);
-    # student: the guardians of the event's one student.
-    select: Literal["scope", "student"]
+    # student: the guardians of the event's one student; unchanged (platform.switch): the guardians of
+    # the grades the event says stay where they are (`data.unchanged`).
+    select: Literal["scope", "student", "unchanged"]
     # household: one message per guardian however many children; student: one per guardian and child.
     per: Literal["household", "student"] = "household"
     # narrow the audience further: only these grades (a band such as PK..05) and/or these schools
@@ -173,8 +200,19 @@ class Audience(_Model):
 
 
 class Quote(_Model):
+    """Verbatim, attributed and dated: `text` in the language it was said (`original`), and any
+    translation beside it, which a draft marks as one."""
+
     by: Text
-    text: dict[Lang, Text]
+    said: dt.date
+    original: Lang = "en"
+    text: dict[Lang, Annotated[str, StringConstraints(min_length=1, max_length=2000)]]
+
+    @model_validator(mode="after")
+    def _original_given(self) -> Quote:
+        if self.original not in self.text:
+            raise ValueError(f"text: the words as said ({self.original}) are missing")
+        return self
 
 
 class Tier(_Model):
@@ -197,6 +235,7 @@ class Campaign(_Model):
     quote: Quote | None = None
     tiers: list[Tier] | None = None
     realert: bool = False  # alert a tier again after a correction took the count below it
+    incident: bool = False  # incident mode for this campaign only (district.incident.active: all)
 
     @field_validator("event_type")
     @classmethod
@@ -208,6 +247,10 @@ class Campaign(_Model):
 
     @model_validator(mode="after")
     def _tiers(self) -> Campaign:
+        model = EVENT_TYPES[self.event_type]
+        if self.audience.select not in ("scope", "student", *model.selects):
+            offered = ", ".join(("scope", "student", *model.selects))
+            raise ValueError(f"audience.select: {self.event_type} offers {offered}, not {self.audience.select!r}")
         if EVENT_TYPES[self.event_type].needs_tiers and not self.tiers:
             raise ValueError("tiers: an attendance campaign needs its tiers")
         if self.tiers:
@@ -227,6 +270,16 @@ class Settings(_Model):
     @model_validator(mode="after")
     def _languages_complete(self) -> Settings:
         family, press = set(self.district.languages), set(self.district.press_languages)
+        for term, translations in self.district.glossary.items():
+            if missing := sorted((family | press) - set(translations)):
+                raise ValueError(f"district.glossary.{term}: missing language(s) {', '.join(missing)}")
+        if self.district.media_contact and (missing := sorted(press - set(self.district.media_contact))):
+            raise ValueError(f"district.media_contact: missing language(s) {', '.join(missing)}")
+        if self.district.incident.active or any(c.incident for c in self.campaigns.values()):
+            if self.district.links is None:
+                raise ValueError("district.links: incident mode needs the allow-list of the district's domains")
+            if "verify" not in self.district.glossary:
+                raise ValueError("district.glossary.verify: incident mode needs the verification line")
         for cid, c in self.campaigns.items():
             # (where, the languages it must cover, the per-language mapping)
             texts: list[tuple[str, set[Lang], dict[Lang, Any]]] = []
@@ -239,6 +292,9 @@ class Settings(_Model):
                 if missing := sorted(needed - set(d)):
                     raise ValueError(f"{where}: missing language(s) {', '.join(missing)}")
         return self
+
+    def incident(self, campaign: Campaign) -> bool:
+        return self.district.incident.active or campaign.incident
 
     def campaigns_for(self, event_type: str) -> list[tuple[str, Campaign]]:
         return [(cid, c) for cid, c in self.campaigns.items() if c.event_type == event_type]

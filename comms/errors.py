@@ -4,6 +4,8 @@
     ├── ConfigError               campaigns.yaml, settings or templates are wrong: fix the file, then restart
     ├── EventValidationError      an event breaks the contract: it goes to the dead-letter topic
     ├── RenderError               a template failed on a valid event: the event is dead-lettered
+    │   └── FactError             a rendering leaves out a fact of the event, states one it does not
+    │                             hold, or leaves English in another language: held, dead-lettered
     ├── BusError                  the bus itself failed
     │   └── BusUnavailableError   the broker or database cannot be reached: retry later
     ├── StoreError                a file the pipeline keeps (bus, ledger, roster, attendance) is damaged,
@@ -43,6 +45,10 @@ class EventValidationError(CommsError):
 
 class RenderError(CommsError):
     """A template could not be rendered for a valid event."""
+
+
+class FactError(RenderError):
+    """A rendering does not say what its event says (comms/render/facts.py): nothing of the event is sent."""
 
 
 class BusError(CommsError):

@@ -17,6 +17,9 @@ moves allowed are `TRANSITIONS`, and the ledger refuses any other with IllegalTr
        └──> awaiting_approval ──> (as pending)  the campaign's approvers said yes (comms/approvals.py)
                     └──────────> cancelled      they said no: never sent, whatever happens later
 
+    new, pending, deferred, awaiting_approval ──> expired   its news was past before it could go
+                                                            (EventData.expires: a backlog, an outage)
+
 `new` is never stored: `open()` only reads, a message not in the ledger yet comes back as `new`, and
 the first state written for it inserts its row, one row write instead of two.
 
@@ -64,6 +67,7 @@ class State(StrEnum):
     SPAM_REPORT = "spam_report"
     AWAITING_APPROVAL = "awaiting_approval"  # rendered and held until the campaign's approvers decide
     CANCELLED = "cancelled"  # rejected by an approver: never sent
+    EXPIRED = "expired"  # its news was past (EventData.expires) before it could go: never sent
 
 
 _S = State
@@ -72,14 +76,14 @@ REPORTED = frozenset({_S.DELIVERED, _S.UNDELIVERED, _S.BOUNCED, _S.DROPPED, _S.S
 #: state -> the states a message in it may move to; written once, enforced by every write
 TRANSITIONS: dict[State, frozenset[State]] = {
     _S.NEW: frozenset(
-        {_S.PENDING, _S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.AWAITING_APPROVAL, _S.CANCELLED}
+        {_S.PENDING, _S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.AWAITING_APPROVAL, _S.CANCELLED, _S.EXPIRED}
     ),
-    _S.AWAITING_APPROVAL: frozenset({_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.CANCELLED}),
-    _S.PENDING: frozenset({_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED}),
+    _S.AWAITING_APPROVAL: frozenset({_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.CANCELLED, _S.EXPIRED}),
+    _S.PENDING: frozenset({_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.EXPIRED}),
     # SENDING -> SENDING: a crash's message that the provider does not have is sent again;
     # SENDING -> REPORTED: the provider's callback came before the pipeline wrote `sent`
     _S.SENDING: frozenset({_S.SENT, _S.FAILED, _S.PENDING, _S.DEFERRED, _S.SUPPRESSED, _S.SENDING, *REPORTED}),
-    _S.DEFERRED: frozenset({_S.SENDING, _S.SUPPRESSED}),
+    _S.DEFERRED: frozenset({_S.SENDING, _S.SUPPRESSED, _S.EXPIRED}),
     _S.SENT: REPORTED,
     _S.DELIVERED: frozenset({_S.BOUNCED, _S.SPAM_REPORT}),  # an e-mail reported after its delivery
     _S.FAILED: frozenset(),
@@ -89,6 +93,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     _S.DROPPED: frozenset(),
     _S.SPAM_REPORT: frozenset(),
     _S.CANCELLED: frozenset(),
+    _S.EXPIRED: frozenset(),
 }
 #: the pipeline is done with a message in these: a redelivered event skips it
 FINAL = frozenset(State) - {_S.NEW, _S.PENDING, _S.SENDING, _S.DEFERRED, _S.AWAITING_APPROVAL}
@@ -953,7 +958,7 @@ class Ledger:
             for r in self.query(
                 "SELECT channel, state, coalesce(detail, ''), count(*) FROM deliveries WHERE campaign=? "
                 "AND state IN ('suppressed', 'failed', 'deferred', 'undelivered', 'bounced', 'dropped', "
-                "'spam_report') GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3",
+                "'spam_report', 'expired') GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3",
                 (campaign,),
             )
         ]

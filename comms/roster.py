@@ -161,8 +161,8 @@ class Roster:
             if ref.kind == "school" and ref.id not in self.schools:
                 raise EventValidationError(f"{ref.field}: unknown school {ref.id!r}", ref.field)
 
-    def _students_in_scope(self, event: Event) -> list[Student]:
-        scope = event.data.scope()
+    def _students_in_scope(self, event: Event, select: str = "scope") -> list[Student]:
+        scope = event.data.scope_for(select)
         if scope is None:
             raise EventValidationError(f"type: {event.type!r} is not sent to anyone", "type")
         if scope.student is not None:
@@ -176,7 +176,7 @@ class Roster:
 
     def audience(self, campaign: Campaign, event: Event) -> list[Recipient]:
         """Recipients in a stable order: one per guardian (household) or per guardian and child."""
-        students = self._students_in_scope(event)
+        students = self._students_in_scope(event, campaign.audience.select)
         if campaign.audience.select == "student":
             scope = event.data.scope()
             if scope is None or scope.student is None:

@@ -21,7 +21,7 @@ def _line_of(text: str, needle: str) -> int:
 
 def test_real_file_is_valid() -> None:
     s = load_settings(ROOT / "campaigns.yaml")
-    assert set(s.campaigns) == {"platform-switch", "meal-schedule", "show-up"}
+    assert set(s.campaigns) == {"platform-switch", "platform-unchanged", "meal-schedule", "show-up"}
     tiers = s.campaigns["show-up"].tiers
     assert [t.min_absences for t in tiers] == [5, 6, 11]  # five, more than five, more than ten
     assert s.district.languages == ["en", "es", "ht"]

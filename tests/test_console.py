@@ -284,3 +284,32 @@ def _cookie(name: str, value: str) -> http.cookiejar.Cookie:
     return http.cookiejar.Cookie(
         0, name, value, None, False, "127.0.0.1", False, False, "/", True, False, None, False, None, None, {}
     )
+
+
+def test_a_stale_translation_blocks_approval_and_the_console_says_why(tmp_path: Path) -> None:
+    import shutil
+
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    en = templates / "sms/meals_schedule.en.txt.j2"
+    en.write_text(en.read_text("utf-8").replace("Free grab-and-go", "Free grab-and-go school"), "utf-8")
+    env = make_env(tmp_path, 6, COMMS_CONFIG=str(ROOT / "campaigns.yaml"), COMMS_TEMPLATES=str(templates))
+    app = App.open(env, clock=Clock(NOON), environ={})
+    app.bus.publish_many(env.topic, [(None, MEALS)])
+    workers = app.workers(["sms"])
+    run(workers, until_idle=True)
+    for w in workers:
+        w.close()
+    app.close()
+    with Accounts(env.ledger.with_name("accounts.db")) as accounts:
+        accounts.add("ben", Role.APPROVER, PASSWORD)
+    uid = "https://dadeschools.net/food-nutrition#meals-2020-09-01"
+    with serving(env, tmp_path / "serve.log") as (url, _):
+        ben = Site(url, env, uid, "").client("ben")
+        path = "/console/event?uid=" + urllib.parse.quote(uid, safe="")
+        page = ben.request(path).text
+        assert "Cannot be approved yet:" in page and "es, ht need review" in page
+        assert 'class="approve"' not in page  # no button that could only fail
+        token = ben.csrf("/console")
+        tried = ben.request("/console/event/decide", {"csrf": token, "uid": uid, "verdict": "approve"})
+        assert tried.status == 409 and "meal-schedule cannot be approved: es, ht need review" in tried.text

@@ -18,7 +18,7 @@ from comms.dev.demo import demo_events, sample_events
 from comms.errors import EventValidationError
 from comms.events import make_event, parse_event
 from comms.worker import run
-from tests.conftest import MEALS, ROOT, SWITCH, UNGATED, env_vars, mutated
+from tests.conftest import MEALS, NOON, ROOT, SWITCH, UNGATED, env_vars, mutated
 
 SWITCH_DOC, MEALS_DOC, THRESHOLD_DOC = (json.loads(e) for e in sample_events())
 
@@ -139,7 +139,7 @@ def test_a_personal_sms_over_the_segment_limit_fails_for_that_family_with_the_re
             "COMMS_CONFIG": str(UNGATED),
             "COMMS_TEMPLATES": str(ROOT / "templates"),
             "COMMS_ROSTER": str(path),
-            "COMMS_TEST_NOW": "2026-11-24T12:00:00-05:00",
+            "COMMS_TEST_NOW": NOON.isoformat(),
         }
     )
     app, dead = _run(env, [sample_events()[2]], ["sms"])
@@ -217,6 +217,8 @@ def test_validate_renders_every_tier_and_refuses_an_sms_that_would_never_be_sent
     settings = parse_settings(text.replace("Intervenciones intensivas de la escuela y la comunidad", long_label))
     env = Env.from_environ({"COMMS_TEMPLATES": str(ROOT / "templates")})
     problems = check_templates(settings, env)
-    assert len(problems) == 1, problems  # only the intensive tier, only in Spanish
+    # only the intensive tier, only in Spanish: as configured, and in incident mode (site up, then down)
+    assert len(problems) == 3, problems
+    assert [p.endswith("it would never be sent") for p in problems] == [True] * 3
     assert "campaigns.show-up.channels.sms (es)" in problems[0] and "intensive" in problems[0]
     assert "it would never be sent" in problems[0]

@@ -61,10 +61,11 @@ MARKDOWN_ATTACKS = {
 
 def test_event_text_in_a_markdown_draft_renders_as_text_in_githubs_renderer(app: App) -> None:
     doc = _switch_doc()
+    doc["data"]["instructions_url"] = "https://www.dadeschools.net/teams"
     for field, value in MARKDOWN_ATTACKS.items():
         doc["data"][field] = value
     event = parse_event(json.dumps(doc))
-    md = render_one(app.pipeline, "platform-switch", event, "press_release", "en").parts["md"]
+    md = render_one(app.pipeline, "platform-switch", event, "press_release", "en")[0].parts["md"]
     html = cmarkgfm.github_flavored_markdown_to_html(md, options=cmarkgfm.cmark.Options.CMARK_OPT_UNSAFE)
     links = [a for a in html.split("<a ")[1:]]
     # the only link is the instructions URL, an https field, as an autolink

@@ -36,7 +36,8 @@ WORDS = {  # something only a correct rendering in that language contains
 @pytest.mark.parametrize("type_,lang", sorted(WORDS))
 @pytest.mark.parametrize("channel", ["sms", "email"])
 def test_family_messages_in_three_languages(app: App, type_: str, lang: str, channel: str) -> None:
-    r = render_one(app.pipeline, CAMPAIGN[type_], EVENTS[type_], channel, lang)
+    r, found = render_one(app.pipeline, CAMPAIGN[type_], EVENTS[type_], channel, lang)
+    assert found == []  # the same facts as every other rendering of the event
     assert WORDS[(type_, lang)] in r.parts["txt"]
     if channel == "sms":
         stops = (
@@ -51,19 +52,22 @@ def test_family_messages_in_three_languages(app: App, type_: str, lang: str, cha
 
 @pytest.mark.parametrize("lang", ["en", "es"])
 def test_press_release_has_the_district_format(app: App, lang: str) -> None:
-    r = render_one(app.pipeline, "platform-switch", EVENTS["platform.switch"], "press_release", lang)
+    r, found = render_one(app.pipeline, "platform-switch", EVENTS["platform.switch"], "press_release", lang)
+    assert found == []
     md = r.parts["md"]
-    for piece in (
-        "M-DCPS Office of Communications",
-        "1450 NE 2nd Ave",
-        "MIAMI —",
-        '> "',
-        "Dadeschools",
-        "@mdcps",
-        "\\# \\# \\#",
-    ):
+    office = {"en": "M-DCPS Office of Communications", "es": "Oficina de Comunicaciones de M-DCPS"}[lang]
+    draft = {"en": "DRAFT: not for release until approved", "es": "BORRADOR: no se publica hasta su aprobación"}[lang]
+    media = {"en": "Media contact: M-DCPS Office of Communications, (305) 995-1000",
+             "es": "Contacto para los medios: Oficina de Comunicaciones de M-DCPS, (305) 995-1000"}[lang]  # fmt: skip
+    for piece in (office, draft, media, "1450 NE 2nd Ave", "MIAMI —", "Dadeschools", "@mdcps", "\\# \\# \\#"):
         assert piece in md, piece
-    assert "# # #" in r.parts["html"] and "<blockquote>" in r.parts["html"]
+    html = r.parts["html"]
+    assert (
+        "# # #" in html and f'<p class="status">{draft}</p>' in html
+    )  # the draft status shows, not only in a meta tag
+    # the seed's cyberattack paragraph in both languages; no quote (campaigns.yaml says why)
+    assert {"en": "Distributed Denial-of-Service cyberattacks", "es": "denegación de servicio distribuido"}[lang] in md
+    assert "<blockquote>" not in html and "Families will receive" not in md
 
 
 HOSTILE = "{{ 7*7 }} {% for x in range(3) %}x{% endfor %} <script>alert(1)</script> & \u202eevil"
@@ -78,12 +82,12 @@ def _hostile_switch() -> object:
 
 def test_hostile_values_are_data(app: App) -> None:
     event = _hostile_switch()
-    sms = render_one(app.pipeline, "platform-switch", event, "sms", "en").parts["txt"]
+    sms = render_one(app.pipeline, "platform-switch", event, "sms", "en")[0].parts["txt"]
     assert "{{ 7*7 }}" in sms and "49" not in sms and "{% for x in range(3) %}" in sms
-    email = render_one(app.pipeline, "platform-switch", event, "email", "es")
+    email = render_one(app.pipeline, "platform-switch", event, "email", "es")[0]
     assert "<script>" not in email.parts["html"] and "&lt;script&gt;" in email.parts["html"]
     assert "{{ 7*7 }}" in email.parts["txt"]
-    press = render_one(app.pipeline, "platform-switch", event, "press_release", "en")
+    press = render_one(app.pipeline, "platform-switch", event, "press_release", "en")[0]
     assert "<script>" not in press.parts["html"] and "<script>" not in press.parts["md"]
     assert "\\<script\\>" in press.parts["md"]  # escaped Markdown: shown as typed, never run
 

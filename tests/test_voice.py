@@ -91,11 +91,11 @@ def test_no_call_in_quiet_hours_unless_emergency_then_released_in_the_morning(
 ) -> None:
     tw, sg = providers
     venv = voice_env(env, tmp_path, priority="normal")
-    night = Clock(dt.datetime(2026, 11, 24, 3, 0, tzinfo=MIAMI))
+    night = Clock(dt.datetime(2020, 9, 2, 3, 0, tzinfo=MIAMI))
     app = call(venv, tw, sg, night, [SWITCH])
     app.close()
     assert tw.calls == []
-    night.now = dt.datetime(2026, 11, 24, 8, 1, tzinfo=MIAMI)
+    night.now = dt.datetime(2020, 9, 2, 8, 1, tzinfo=MIAMI)
     app = call(venv, tw, sg, night, [])
     app.close()
     assert len(tw.calls) == 3
@@ -105,7 +105,7 @@ def test_an_emergency_calls_in_quiet_hours(
     env: Env, tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid]
 ) -> None:
     tw, sg = providers
-    night = Clock(dt.datetime(2026, 11, 24, 3, 0, tzinfo=MIAMI))
+    night = Clock(dt.datetime(2020, 9, 2, 3, 0, tzinfo=MIAMI))
     call(voice_env(env, tmp_path, priority="emergency"), tw, sg, night, [SWITCH]).close()
     assert len(tw.calls) == 3
 

@@ -74,6 +74,7 @@ class Message:
     priority: str = "normal"
     meta: dict[str, str] = field(default_factory=dict)
     guardian: str | None = None  # whose daily cap this counts against
+    expires: str | None = None  # the last day (ISO, district time) its news is true: a later release expires it
 
 
 #: (budget name, sends wanted, rate per second, burst) -> sends granted now (Ledger.take_budget)
@@ -122,6 +123,12 @@ class Channel(abc.ABC):
     approval: ClassVar[bool] = False  # whether its own options take `approval` (a press draft's sign-off)
     gated: ClassVar[bool] = True  # family messages wait for the campaign's approvers; press drafts do not
     unit: ClassVar[str] = "message"
+    #: a short form (an SMS, a call): only the facts an event marks brief must be in it (comms/render/facts.py)
+    brief: ClassVar[bool] = False
+    #: a message whose news is past (EventData.expires) is `expired`, not sent; False: written, marked late
+    expires: ClassVar[bool] = True
+    #: in incident mode it carries the verification line ("M-DCPS will never ask for your password...")
+    verify_line: ClassVar[bool] = False
     #: the environment variables of the provider's credentials, and of its API's address: a synthetic
     #: roster may only be sent through a provider at a local address
     credentials: ClassVar[tuple[str, ...]] = ()

@@ -41,6 +41,7 @@ class PressDraftChannel(Channel):
     approval = True  # drafts are marked for the office's approval
     gated = False  # a draft is the office's to approve in the console, never sent by this pipeline
     unit = "draft"
+    expires = False  # a late draft is still the record of what happened: written, marked late
 
     @classmethod
     def units(cls, parts: Mapping[str, str]) -> int:
@@ -60,6 +61,7 @@ class PressDraftChannel(Channel):
             status = "draft - needs approval" if m.meta.get("approval") == "required" else "draft"
             meta = {
                 "status": status,
+                **({"late": m.meta["late"]} if m.meta.get("late") else {}),
                 "campaign": m.campaign,
                 "event": m.event_uid,
                 "language": m.lang,
@@ -67,9 +69,11 @@ class PressDraftChannel(Channel):
             }
             front = front_matter(meta)
             _write_atomic(self.dir / f"{stem}.md", front + m.body["md"])
-            _write_atomic(
-                self.dir / f"{stem}.html",
-                m.body["html"].replace("<head>", f'<head>\n<meta name="status" content="{html.escape(status)}">', 1),
-            )
+            page = m.body["html"].replace("<head>", f'<head>\n<meta name="status" content="{html.escape(status)}">', 1)
+            if m.meta.get("late"):  # for the office, in its words: on the page, not only in the front matter
+                page = page.replace(
+                    "<body>", f'<body>\n<p class="late"><strong>LATE</strong>: {html.escape(m.meta["late"])}</p>', 1
+                )
+            _write_atomic(self.dir / f"{stem}.html", page)
             results.append(SendResult(m.key, provider_id=f"draft:{stem}"))
         return results

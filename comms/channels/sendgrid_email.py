@@ -123,6 +123,7 @@ class SendGridEmailChannel(Channel):
     consent = "email"
     consent_default = True  # school e-mail needs no opt-in
     parts = ("txt", "html")
+    verify_line = True
     subject_part = "txt"
     daily_cap = True
     options = EmailOptions

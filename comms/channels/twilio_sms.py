@@ -57,6 +57,8 @@ class TwilioSmsChannel(TwilioChannel):
     consumer = "sms"
     consent = "sms"
     parts = ("txt",)
+    brief = True
+    verify_line = True
     quiet_hours = True
     daily_cap = True
     unit = "segment"

@@ -58,6 +58,7 @@ class TwilioVoiceChannel(TwilioChannel):
     consumer = "voice"
     consent = "voice"
     parts = ("txt",)
+    brief = True
     quiet_hours = True
     daily_cap = True
     options = VoiceOptions

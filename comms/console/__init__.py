@@ -81,10 +81,11 @@ class ConsoleApp:
         sessions: Sessions,
         clock: Clock,
         secure: bool,
+        templates: Path | None = None,
     ) -> None:
         self.settings, self.roster, self.ledger, self.accounts = settings, roster, ledger, accounts
         self.sessions, self.clock, self.secure = sessions, clock, secure
-        self.approvals = Approvals(ledger, settings)
+        self.approvals = Approvals(ledger, settings, templates)
         self.drafts = Drafts(ledger, settings)
         # five wrong passwords per account, thirty per client address (many people share an office's
         # address, or a proxy's), in fifteen minutes
@@ -256,7 +257,8 @@ class ConsoleApp:
         campaigns = await run_in_threadpool(self.plan_of, uid)
         if not campaigns:
             return PlainTextResponse("no such event in the ledger", status_code=404)
-        return self.render("event.html", ctx, uid=uid, campaigns=campaigns, role=Role)
+        stale = {c.campaign: self.approvals.stale(c.campaign) for c in campaigns}
+        return self.render("event.html", ctx, uid=uid, campaigns=campaigns, role=Role, stale=stale)
 
     async def event_progress(self, request: Request, ctx: Ctx) -> Response:
         uid = request.query_params.get("uid", "")
@@ -419,6 +421,7 @@ _COLUMN = {
     State.PENDING: "retrying",
     State.AWAITING_APPROVAL: "awaiting approval",
     State.CANCELLED: "cancelled",
+    State.EXPIRED: "expired (news past)",
 }
 COLUMNS = ["messages", *dict.fromkeys(_COLUMN.values())]
 

@@ -21,7 +21,7 @@ from comms.ledger import FINAL, WENT_OUT, Ledger, State
 from comms.pipeline.policies import quiet_until
 
 #: states whose messages are planned (going, gone, or waiting for approval or the morning)
-PLANNED = frozenset(State) - {State.NEW, State.SUPPRESSED, State.CANCELLED, State.FAILED}
+PLANNED = frozenset(State) - {State.NEW, State.SUPPRESSED, State.CANCELLED, State.FAILED, State.EXPIRED}
 
 
 @dataclass(slots=True, kw_only=True)

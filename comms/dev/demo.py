@@ -27,10 +27,30 @@ def demo_events() -> list[bytes]:
                 "to_platform": "Microsoft Teams",
                 "effective_date": "2020-09-03",
                 "reason": "cyberattack",
-                "reason_detail": "Connectivity problems with My School Online in the first days of distance "
-                "learning were combined with Distributed Denial-of-Service cyberattacks.",
+                # the seed's words, and the district's languages for them; the seeds hold no URL for
+                # instructions, so the demo event carries none ("as determined by each school and teacher")
+                "reason_detail": {
+                    "en": "Connectivity problems with My School Online in the first days of distance learning "
+                    "were combined with Distributed Denial-of-Service cyberattacks.",
+                    "es": "Los problemas de conexión con My School Online en los primeros días de la educación a "
+                    "distancia se combinaron con ciberataques de denegación de servicio distribuido (DDoS).",
+                    "ht": "Pwoblèm koneksyon ak My School Online nan premye jou aprantisaj a distans yo te vin "
+                    "ansanm ak atak sou entènèt ki rele DDoS (Distributed Denial-of-Service).",
+                },
                 "review_date": "2020-09-11",
-                "instructions_url": "https://www.dadeschools.net/teams",
+                # "Students in grades Pre-K-5 will continue to use the K12 platform for Class Connect
+                # sessions and coursework."
+                "unchanged": [
+                    {
+                        "grades": ["PK", "KG", "01", "02", "03", "04", "05"],
+                        "platform": "K12",
+                        "use": {
+                            "en": "Class Connect sessions and coursework",
+                            "es": "las sesiones de Class Connect y las tareas del curso",
+                            "ht": "sesyon Class Connect yo ak travay kou yo",
+                        },
+                    }
+                ],
             },
             id="platform-switch-2020-09-03",
             source=SOURCE_IT,
@@ -49,7 +69,11 @@ def demo_events() -> list[bytes]:
                 "effective_from": "2020-09-01",
                 "effective_until": "2020-12-31",
                 "eligibility": "all_children_under_18",
-                "program": "USDA summer meals flexibility waiver",
+                "program": {
+                    "en": "USDA summer meals flexibility waiver",
+                    "es": "exención de flexibilidad de las comidas de verano del USDA",
+                    "ht": "dispans USDA pou fleksibilite manje ete a",
+                },
             },
             id="meals-2020-09-01",
             source=SOURCE_FOOD,
@@ -63,7 +87,7 @@ def demo_events() -> list[bytes]:
     return events
 
 
-# (student, school, absences among the school days since October 1, learning mode)
+# (student, school, absences among the school days before November 20, learning mode)
 ATTENDANCE = [
     ("S1001", "6001", 5, "online"),  # Mateo: five absences, school-wide programming
     ("S1005", "5002", 7, "online"),  # Jean: more than five, targeted interventions
@@ -84,8 +108,8 @@ def attendance_stream(students: list[tuple[str, str]] | None = None) -> list[byt
     )
     out = []
     for sid, school, absences, mode in plan:
-        for n in range(absences + 3):  # a few present days among the absences
-            day = dt.date(2020, 10, 1) + dt.timedelta(days=n)
+        # the last school days before the campaign's launch on November 20 (a few present days at the end)
+        for n, day in enumerate(reversed(school_days(dt.date(2020, 11, 19), absences + 3, step=-1))):
             category = "unexcused" if n < absences else "present"
             out.append(
                 make_event(
@@ -105,6 +129,35 @@ def attendance_stream(students: list[tuple[str, str]] | None = None) -> list[byt
                 )
             )
     return out
+
+
+def school_days(first: dt.date, n: int, step: int = 1) -> list[dt.date]:
+    """`n` weekdays from `first` on (`step=-1`: back from it), in the order walked: attendance is
+    taken on school days only."""
+    out: list[dt.date] = []
+    day = first
+    while len(out) < n:
+        if day.weekday() < 5:
+            out.append(day)
+        day += dt.timedelta(days=step)
+    return out
+
+
+def phases(events: list[bytes]) -> list[tuple[dt.datetime, list[bytes]]]:
+    """The demo's events in the order the district sent them, each group with the clock it runs at:
+    the meals and the platform switch at their own time (their news is past by November: they would
+    be `expired`), the attendance stream on November 20, the campaign's launch."""
+    from comms.events import parse_event
+
+    out: list[tuple[dt.datetime, list[bytes]]] = []
+    for raw in events:
+        e = parse_event(raw)
+        at = DEMO_NOW if e.type == "attendance.recorded" else e.time.astimezone(DEMO_NOW.tzinfo)
+        if out and out[-1][0] == at:
+            out[-1][1].append(raw)
+        else:
+            out.append((at, [raw]))
+    return sorted(out, key=lambda p: p[0])
 
 
 def sample_events() -> list[bytes]:

@@ -430,6 +430,7 @@ class _SendGridHandler(_Handler):
                         "to": per["to"][0]["email"],
                         "custom_args": per.get("custom_args", {}),
                         "subject": doc["subject"],
+                        "content": doc["content"],
                         "categories": doc.get("categories", []),
                         "asm": doc.get("asm"),
                         "headers": per.get("headers", {}),

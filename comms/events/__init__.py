@@ -19,6 +19,7 @@ from comms.events.models import (
     CampaignMismatch,
     EmailEvent,
     EventData,
+    Fact,
     Lang,
     MealsSchedule,
     PlatformSwitch,
@@ -26,6 +27,7 @@ from comms.events.models import (
     ReplyReceived,
     RosterRef,
     Scope,
+    in_language,
 )
 
 __all__ = [
@@ -44,6 +46,8 @@ __all__ = [
     "Scope",
     "Event",
     "MealsSchedule",
+    "Fact",
+    "in_language",
     "PlatformSwitch",
     "ProviderStatus",
     "ReplyReceived",

@@ -1,8 +1,14 @@
 """The `data` of each event type: the public contract other district systems produce.
 
 Free text would reach families untranslated, so whatever a family-facing message says is a code
-(`reason`, `eligibility`, `meals`, `days`) that the templates translate; free text (`reason_detail`)
-only reaches the English press draft.
+(`reason`, `eligibility`, `meals`, `days`) that the templates translate. A free-text field a family
+or reporter reads (`program`, `reason_detail`) is a LocalText: its translations travel with the event
+(`{"en": ..., "es": ...}`), and a language the event does not carry gets the glossary's phrase, never
+the English.
+
+Each type also states its facts (what every rendering of it must carry, comms/render/facts.py) and
+until when its news is still true (`expires`): a consumer catching up after an outage never texts a
+family news that is past.
 """
 
 from __future__ import annotations
@@ -66,6 +72,39 @@ def _https(url: HttpUrl) -> HttpUrl:
 
 
 HttpsUrl = Annotated[HttpUrl, AfterValidator(_https)]
+
+
+def _has_english(v: dict[str, str]) -> dict[str, str]:
+    if "en" not in v:
+        raise ValueError("the English text ('en') is required: the English press draft prints it")
+    return v
+
+
+#: free text in English (a plain string) or in several languages ({"en": ..., "es": ..., "ht": ...})
+LocalShort = ShortText | Annotated[dict[Lang, ShortText], AfterValidator(_has_english)]
+LocalLong = LongText | Annotated[dict[Lang, LongText], AfterValidator(_has_english)]
+
+
+def in_language(value: str | dict[str, str] | None, lang: str) -> str | None:
+    """A LocalText in `lang`, or None when the event does not carry that language."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value if lang == "en" else None
+    return value.get(lang)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fact:
+    """One fact every rendering of an event must carry, in the language's own format
+    (comms/render/facts.py writes it: a date as that language writes dates, grades as "6-12")."""
+
+    name: str  # the data field, for the error line
+    kind: Literal["date", "time", "text", "grades", "number", "url", "school"]
+    value: Any
+    brief: bool = True  # False: only the long renderings (e-mail, press draft, not an SMS) must carry it
+
+
 SchoolYear = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{4}$")]
 
 
@@ -123,6 +162,14 @@ class EventData(BaseModel):
         """Whom the event concerns; None: nobody is sent anything for it (a record to be counted)."""
         return Scope()
 
+    #: the audiences a campaign of this type may select beyond `scope` and `student` (campaigns.yaml
+    #: `audience.select`), each with its own scope and facts
+    selects: ClassVar[tuple[str, ...]] = ()
+
+    def scope_for(self, select: str) -> Scope | None:
+        """Whom a campaign selecting `select` reaches."""
+        return self.scope()
+
     def refs(self) -> list[RosterRef]:
         """The school and student ids the event names."""
         return []
@@ -137,6 +184,17 @@ class EventData(BaseModel):
     def campaign_context(self, campaign: Campaign, lang: str) -> dict[str, Any]:
         """What the event adds to its campaign's template context."""
         return {}
+
+    #: fields holding proper names that no language translates (a platform's name)
+    names: ClassVar[tuple[str, ...]] = ()
+
+    def facts(self, select: str = "scope") -> list[Fact]:
+        """What every rendering for the audience `select` must carry (its dates may be stated too)."""
+        return []
+
+    def expires(self) -> dt.date | None:
+        """The last day (district time) its family messages are still true and useful; None: no end."""
+        return None
 
 
 class CampaignMismatch(ValueError):
@@ -170,6 +228,17 @@ class _OneStudent:
         return (self.student_id, self.school_id)
 
 
+class Unchanged(BaseModel):
+    """Grades whose platform does not change (in the seed: grades Pre-K-5 stay on K12 for Class
+    Connect sessions and coursework): their families are told so too, or they wonder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    grades: list[GradeCode] = Field(min_length=1, max_length=14)
+    platform: ShortText
+    use: LocalShort | None = None  # what the platform stays in use for
+
+
 class PlatformSwitch(EventData):
     """Grades move from one learning platform to another (the September 2020 K12 -> Teams switch)."""
 
@@ -179,18 +248,60 @@ class PlatformSwitch(EventData):
     effective_date: Date
     schools: list[Identifier] | None = Field(default=None, min_length=1, max_length=1000)
     reason: Literal["cyberattack", "outage", "vendor_issue", "planned", "other"]
-    reason_detail: LongText | None = None
+    reason_detail: LocalLong | None = None
     review_date: Date | None = None
     instructions_url: HttpsUrl | None = None
+    unchanged: list[Unchanged] | None = Field(default=None, min_length=1, max_length=14)
+
+    names = ("from_platform", "to_platform")
+    selects = ("unchanged",)  # the families of the grades that stay where they are
+    #: without a review date, a switch is news for two weeks after it takes effect
+    FRESH_DAYS: ClassVar[int] = 14
+
+    def facts(self, select: str = "scope") -> list[Fact]:
+        if select == "unchanged":
+            out = [Fact(name="effective_date", kind="date", value=self.effective_date)]
+            for i, u in enumerate(self.unchanged or ()):
+                out += [
+                    Fact(name=f"unchanged[{i}].grades", kind="grades", value=u.grades),
+                    Fact(name=f"unchanged[{i}].platform", kind="text", value=u.platform),
+                ]
+            if self.review_date:
+                out.append(Fact(name="review_date", kind="date", value=self.review_date, brief=False))
+            return out
+        out = [
+            Fact(name="effective_date", kind="date", value=self.effective_date),
+            Fact(name="grades", kind="grades", value=self.grades),
+            Fact(name="to_platform", kind="text", value=self.to_platform),
+            Fact(name="from_platform", kind="text", value=self.from_platform),
+        ]
+        if self.review_date:
+            out.append(Fact(name="review_date", kind="date", value=self.review_date, brief=False))
+        if self.instructions_url:
+            out.append(Fact(name="instructions_url", kind="url", value=str(self.instructions_url)))
+        return out
+
+    def expires(self) -> dt.date:
+        return self.review_date or self.effective_date + dt.timedelta(days=self.FRESH_DAYS)
 
     @model_validator(mode="after")
     def _review_after_switch(self) -> PlatformSwitch:
         if self.review_date is not None and self.review_date < self.effective_date:
             raise ValueError("review_date must not be before effective_date")
+        both = sorted(set(self.grades) & {g for u in self.unchanged or () for g in u.grades})
+        if both:
+            raise ValueError(f"unchanged: grades {', '.join(both)} are among the grades that switch")
         return self
 
     def scope(self) -> Scope:
         return Scope(grades=frozenset(self.grades), schools=frozenset(self.schools) if self.schools else None)
+
+    def scope_for(self, select: str) -> Scope:
+        if select != "unchanged":
+            return self.scope()
+        # no `unchanged` in the event: nobody (frozenset()), not everybody (None)
+        grades = frozenset(g for u in self.unchanged or () for g in u.grades)
+        return Scope(grades=grades, schools=frozenset(self.schools) if self.schools else None)
 
     def refs(self) -> list[RosterRef]:
         return _school_refs("data.schools", self.schools)
@@ -208,7 +319,18 @@ class MealsSchedule(EventData):
     effective_from: Date
     effective_until: Date
     eligibility: Literal["all_children_under_18", "enrolled_students", "free_reduced_eligible"]
-    program: ShortText | None = None
+    program: LocalShort | None = None
+
+    def facts(self, select: str = "scope") -> list[Fact]:
+        return [
+            Fact(name="start_time", kind="time", value=self.start_time),
+            Fact(name="end_time", kind="time", value=self.end_time),
+            Fact(name="effective_until", kind="date", value=self.effective_until),
+            Fact(name="effective_from", kind="date", value=self.effective_from, brief=False),
+        ]
+
+    def expires(self) -> dt.date:
+        return self.effective_until
 
     @model_validator(mode="after")
     def _ordered(self) -> MealsSchedule:
@@ -240,10 +362,23 @@ class AbsenceThreshold(_OneStudent, EventData):
     as_of: Date
     learning_mode: Literal["online", "schoolhouse"] | None = None
 
+    #: a tier notice weeks after the count was taken tells a family a number that is no longer true
+    FRESH_DAYS: ClassVar[int] = 14
+
     @model_validator(mode="after")
     def _year(self) -> AbsenceThreshold:
         _in_school_year(self.school_year, self.as_of, "as_of")
         return self
+
+    def facts(self, select: str = "scope") -> list[Fact]:
+        return [
+            Fact(name="absences", kind="number", value=self.absences),
+            Fact(name="as_of", kind="date", value=self.as_of),
+            Fact(name="school_id", kind="school", value=self.school_id),
+        ]
+
+    def expires(self) -> dt.date:
+        return self.as_of + dt.timedelta(days=self.FRESH_DAYS)
 
     def scope(self) -> Scope:
         return Scope(student=self.student_id)
@@ -288,6 +423,8 @@ class AttendanceRecorded(_OneStudent, EventData):
     @model_validator(mode="after")
     def _year(self) -> AttendanceRecorded:
         _in_school_year(self.school_year, self.date, "date")
+        if self.date.weekday() >= 5:  # a weekend day is no school day: counting it would inflate absences
+            raise ValueError(f"date {self.date.isoformat()} is a {self.date:%A}: attendance is taken on school days")
         return self
 
     def scope(self) -> None:

@@ -163,6 +163,7 @@ class Pipeline:
     ) -> dict[str, Rendered]:
         spec = self.channels[channel].spec
         if self.composer.personal(spec, options, who):
+            self.composer.first_of_each_language(spec, options, cid, campaign, event, who)
             return {}
         return self.composer.each_language(spec, options, cid, campaign, event, who, outcome)
 
@@ -214,14 +215,24 @@ class Pipeline:
         self.ledger.mark(held)
         out["suppressed"] += len(held)
         done = {m.key for m in held}
-        messages, refused = [], []
+        until = event.data.expires()
+        late = policies.past(until, self.clock().astimezone(self.settings.district.tz).date())
         meta = spec.meta(options)
+        if late and spec.expires:
+            expired = [Mark(k, State.EXPIRED, None, late) for k in todo if k not in done]
+            self.ledger.mark(expired)
+            out["expired"] += len(expired)
+            return out, None
+        if late:  # a press draft is still written: the record of what happened, marked late
+            meta = {**meta, "late": late}
+        messages, refused = [], []
         for k, t in todo.items():
             if k in done:
                 continue
             r = texts.get(t.lang)
             if r is None:  # personal: each family's own text
-                r = self.composer.render(spec, options, cid, campaign, event, t)
+                # checked on the first family of each language before the fan-out (_texts)
+                r = self.composer.render(spec, options, cid, campaign, event, t, check=False)
                 out["rendered"] += 1
                 if why := spec.refuse(r, self.settings.district):
                     refused.append(Mark(k, State.FAILED, None, why))
@@ -239,6 +250,7 @@ class Pipeline:
                     priority=campaign.priority,
                     meta=meta,
                     guardian=_guardian(t),
+                    expires=until.isoformat() if until else None,
                 )
             )
         if refused:
@@ -290,10 +302,21 @@ class Pipeline:
         ]
         self.ledger.mark(late_optout)
         stopped = {m.key for m in late_optout}
+        # held for the night or for approvers past the news's last day: expired, never sent late
+        today = self.clock().astimezone(self.settings.district.tz).date()
+        expired = [
+            Mark(r.key, State.EXPIRED, None, why)
+            for r in rows
+            if r.key not in stopped and self.channels[channel].spec.expires
+            and (why := policies.past((r.payload or {}).get("expires"), today))
+        ]  # fmt: skip
+        self.ledger.mark(expired)
+        stopped |= {m.key for m in expired}
         messages = [Message(**r.payload) for r in rows if r.payload and r.key not in stopped]
         out, error = self.deliver(self.channels[channel], messages, {r.key: r for r in rows})
         out["released"] += len(messages)
         out["suppressed"] += len(late_optout)
+        out["expired"] += len(expired)
         if error is not None:
             raise error
         return out

@@ -43,6 +43,15 @@ def suppressed(targets: Mapping[str, Target], listed: Mapping[str, str], emergen
     return [m for m in marks if m is not None]
 
 
+def past(until: dt.date | str | None, today: dt.date) -> str | None:
+    """Why news true until `until` (its last day, district time) may no longer go out on `today`, if so:
+    a consumer catching up after an outage never texts a family news that is past."""
+    if until is None:
+        return None
+    last = dt.date.fromisoformat(until) if isinstance(until, str) else until
+    return f"news past: true until {last.isoformat()}" if today > last else None
+
+
 def quiet_until(now: dt.datetime, quiet: QuietHours) -> dt.datetime | None:
     """When quiet hours end, if `now` (district time) is inside them."""
     t = now.time()

@@ -32,6 +32,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from comms.channels import channel_class
 from comms.errors import RenderError
+from comms.events import in_language
 from comms.render import formatting as f
 from comms.render.escape import md_value
 
@@ -167,6 +168,8 @@ class Renderer:
             join_list=jinja2.pass_context(lambda c, items: f.fmt_list(items, _lang(c))),
             grades=f.grade_span,
             lookup=lambda codes, table: [table[c] for c in codes],  # contract codes -> words of one language
+            # a free-text field in this language, or None: the template then says the glossary's phrase
+            local=jinja2.pass_context(lambda c, value: in_language(value, _lang(c))),
         )
         self.env = env
 

@@ -137,6 +137,7 @@ class Service:
             sessions=Sessions(console_secret(os.environ, env.ledger.parent), clock, idle=serve.console_idle),
             clock=clock,
             secure=(serve.public_url or "").startswith("https://"),
+            templates=env.templates,
         )
 
     # -- the plumbing every route shares ----------------------------------------------------------------
