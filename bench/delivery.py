@@ -127,7 +127,7 @@ def main() -> None:
                     "COMMS_ROSTER": str(synthetic_roster(Path(tmp) / "roster.json", n)),
                 }
             )
-            noon = dt.datetime(2026, 11, 24, 12, 0, tzinfo=ZoneInfo("America/New_York"))
+            noon = dt.datetime(2020, 9, 2, 12, 0, tzinfo=ZoneInfo("America/New_York"))  # the seed week: news not past
             app = App.open(env, clock=lambda: noon, environ=provider_env(tw.url, sg.url))
             before_sms, before_mail = len(tw.messages), len(sg.deliveries)
             t = time.perf_counter()
