@@ -27,7 +27,7 @@ from comms.app import App, Env
 from comms.channels.base import Message
 from comms.channels.sendgrid_email import SendGridEmailChannel, mail_payload
 from comms.channels.twilio_sms import TwilioSmsChannel
-from comms.dev.demo import demo_events
+from comms.dev.demo import demo_events, ungated
 from comms.dev.servers import (
     ACCOUNT_SID,
     API_KEY,
@@ -122,7 +122,8 @@ def main() -> None:
                 {
                     "COMMS_VAR": f"{tmp}/var",
                     "COMMS_OUT": f"{tmp}/out",
-                    "COMMS_CONFIG": str(ROOT / "campaigns.yaml"),
+                    # approval: none, as bench/fanout.py: the send path, not the approval gate (bench/console.py)
+                    "COMMS_CONFIG": str(ungated(ROOT / "campaigns.yaml", Path(tmp))),
                     "COMMS_TEMPLATES": str(ROOT / "templates"),
                     "COMMS_ROSTER": str(synthetic_roster(Path(tmp) / "roster.json", n)),
                 }
