@@ -731,10 +731,17 @@ def report(
     for channel, lang, n in ledger.opted_out_since(campaign):
         since.add_row(channel, lang, str(n))
     texts = ledger.replies() if replies else []
+    arms = Counter(ledger.arms(campaign).values())
     ledger.close()
     out.print(t)
     out.print(why)
     out.print(since)
+    if arms:  # the campaign's randomized hold-out (campaigns.yaml `holdout`)
+        out.print(
+            f"hold-out: {arms['control']:,} student(s) in the control group (sent nothing), "
+            f"{arms['treated']:,} treated",
+            highlight=False,
+        )
     if replies:
         from comms.privacy import mask
 

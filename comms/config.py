@@ -236,6 +236,14 @@ class Campaign(_Model):
     tiers: list[Tier] | None = None
     realert: bool = False  # alert a tier again after a correction took the count below it
     incident: bool = False  # incident mode for this campaign only (district.incident.active: all)
+    # A randomized hold-out: this share of the students who would get a message is a control group,
+    # ledgered `held_out`, never sent (to measure whether the messages work). Decided per student
+    # once, by a hash of `holdout_seed` (default: the campaign's name) and the student's id.
+    holdout: float | None = Field(default=None, gt=0, le=0.5)
+    holdout_seed: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    # tiers whose students always get their message (the most absent: the district may not withhold
+    # outreach from them)
+    holdout_exclude_tiers: list[Name] = []
 
     @field_validator("event_type")
     @classmethod
@@ -253,6 +261,13 @@ class Campaign(_Model):
             raise ValueError(f"audience.select: {self.event_type} offers {offered}, not {self.audience.select!r}")
         if EVENT_TYPES[self.event_type].needs_tiers and not self.tiers:
             raise ValueError("tiers: an attendance campaign needs its tiers")
+        if self.holdout is not None:
+            if self.priority == "emergency":
+                raise ValueError("holdout: never for an emergency campaign: every family must hear it")
+            if self.audience.select != "student":
+                raise ValueError("holdout: decided per student, so the audience must be `select: student`")
+        if unknown := sorted(set(self.holdout_exclude_tiers) - {t.name for t in self.tiers or ()}):
+            raise ValueError(f"holdout_exclude_tiers: unknown tier {unknown[0]!r}")
         if self.tiers:
             mins = [t.min_absences for t in self.tiers]
             if mins != sorted(set(mins)):

@@ -19,6 +19,7 @@ moves allowed are `TRANSITIONS`, and the ledger refuses any other with IllegalTr
 
     new, pending, deferred, awaiting_approval ──> expired   its news was past before it could go
                                                             (EventData.expires: a backlog, an outage)
+    new ──> held_out      the student is in the campaign's control group (`holdout`): never sent
 
 `new` is never stored: `open()` only reads, a message not in the ledger yet comes back as `new`, and
 the first state written for it inserts its row, one row write instead of two.
@@ -68,6 +69,7 @@ class State(StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"  # rendered and held until the campaign's approvers decide
     CANCELLED = "cancelled"  # rejected by an approver: never sent
     EXPIRED = "expired"  # its news was past (EventData.expires) before it could go: never sent
+    HELD_OUT = "held_out"  # the student is in the campaign's randomized control group: never sent
 
 
 _S = State
@@ -76,7 +78,10 @@ REPORTED = frozenset({_S.DELIVERED, _S.UNDELIVERED, _S.BOUNCED, _S.DROPPED, _S.S
 #: state -> the states a message in it may move to; written once, enforced by every write
 TRANSITIONS: dict[State, frozenset[State]] = {
     _S.NEW: frozenset(
-        {_S.PENDING, _S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.AWAITING_APPROVAL, _S.CANCELLED, _S.EXPIRED}
+        {
+            _S.PENDING, _S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.AWAITING_APPROVAL, _S.CANCELLED,
+            _S.EXPIRED, _S.HELD_OUT,
+        }  # fmt: skip
     ),
     _S.AWAITING_APPROVAL: frozenset({_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.CANCELLED, _S.EXPIRED}),
     _S.PENDING: frozenset({_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.EXPIRED}),
@@ -94,6 +99,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     _S.SPAM_REPORT: frozenset(),
     _S.CANCELLED: frozenset(),
     _S.EXPIRED: frozenset(),
+    _S.HELD_OUT: frozenset(),
 }
 #: the pipeline is done with a message in these: a redelivered event skips it
 FINAL = frozenset(State) - {_S.NEW, _S.PENDING, _S.SENDING, _S.DEFERRED, _S.AWAITING_APPROVAL}
@@ -282,6 +288,16 @@ CREATE TABLE IF NOT EXISTS budgets (
     name   TEXT PRIMARY KEY,
     tokens REAL NOT NULL,
     at     REAL NOT NULL
+);
+-- A campaign's randomized hold-out (`holdout` in campaigns.yaml): each student's arm, decided the
+-- first time the student would get a message and never again (a redelivery, a restart or a changed
+-- fraction keep it). Created on open: no ledger before it holds one.
+CREATE TABLE IF NOT EXISTS holdout (
+    campaign TEXT NOT NULL,
+    student  TEXT NOT NULL,
+    arm      TEXT NOT NULL,
+    decided  REAL NOT NULL,
+    PRIMARY KEY (campaign, student)
 );
 CREATE TABLE IF NOT EXISTS suppressions (
     channel TEXT NOT NULL,
@@ -889,6 +905,22 @@ class Ledger:
         self._new_events[uid] = digest
         return digest
 
+    # -- hold-out ---------------------------------------------------------------------------------------
+    def assign(self, campaign: str, student: str, arm: str) -> str:
+        """The student's arm in the campaign's hold-out: `arm` the first time, the recorded one after."""
+        self._write(
+            (
+                "INSERT INTO holdout(campaign, student, arm, decided) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(campaign, student, arm, self.clock().timestamp())],
+            )
+        )
+        rows = self.query("SELECT arm FROM holdout WHERE campaign=? AND student=?", (campaign, student))
+        return str(rows[0][0])
+
+    def arms(self, campaign: str) -> dict[str, str]:
+        """student -> arm, for `comms report` and the effect estimate."""
+        return {str(s): str(a) for s, a in self.query("SELECT student, arm FROM holdout WHERE campaign=?", (campaign,))}
+
     # -- suppression list -------------------------------------------------------------------------------
     def suppress(self, items: Iterable[tuple[str, str, str, str]]) -> int:
         """(channel, address, reason, source); returns how many were new."""
@@ -958,7 +990,7 @@ class Ledger:
             for r in self.query(
                 "SELECT channel, state, coalesce(detail, ''), count(*) FROM deliveries WHERE campaign=? "
                 "AND state IN ('suppressed', 'failed', 'deferred', 'undelivered', 'bounced', 'dropped', "
-                "'spam_report', 'expired') GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3",
+                "'spam_report', 'expired', 'held_out') GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3",
                 (campaign,),
             )
         ]

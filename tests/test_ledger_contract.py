@@ -121,6 +121,17 @@ def test_an_event_id_keeps_its_first_digest(ledger_target: str) -> None:
     ledger.close()
 
 
+def test_a_students_hold_out_arm_is_decided_once(ledger_target: str) -> None:
+    ledger = Ledger(ledger_target, Clock(NOON))
+    assert ledger.assign("show-up", "S1", "control") == "control"
+    again = Ledger(ledger_target, Clock(NOON))  # another process, after a restart or with a new share
+    assert again.assign("show-up", "S1", "treated") == "control"
+    assert again.assign("show-up", "S2", "treated") == "treated"
+    assert ledger.arms("show-up") == {"S1": "control", "S2": "treated"} and ledger.arms("other") == {}
+    again.close()
+    ledger.close()
+
+
 def test_the_audit_log_is_append_only(ledger_target: str) -> None:
     ledger = Ledger(ledger_target, Clock(NOON))
     ledger.write(("INSERT INTO audit(at, who, action) VALUES (?, ?, ?)", [(1.0, "ana", "approve")]))

@@ -178,6 +178,10 @@ class EventData(BaseModel):
         """(student, school) when the event says where a student is enrolled."""
         return None
 
+    def tier_name(self) -> str | None:
+        """The intervention tier the event announces, if any (a campaign's hold-out may exclude it)."""
+        return None
+
     def check_campaign(self, cid: str, campaign: Campaign) -> None:
         """Raise ValueError (field, reason) when a campaign cannot take this event."""
 
@@ -382,6 +386,9 @@ class AbsenceThreshold(_OneStudent, EventData):
 
     def scope(self) -> Scope:
         return Scope(student=self.student_id)
+
+    def tier_name(self) -> str:
+        return self.tier
 
     def check_campaign(self, cid: str, campaign: Campaign) -> None:
         t = campaign.tier(self.tier)

@@ -211,6 +211,10 @@ class Pipeline:
         out = Counter(already_done=len(keyed) - len(todo))
         addresses = [t.to for t in todo.values() if t.to and not t.held] if spec.address else []
         listed = self.ledger.suppressed(spec.name, addresses) if addresses else {}
+        if held_out := self._held_out(cid, campaign, event, todo):
+            self.ledger.mark(held_out)
+            out["held_out"] += len(held_out)
+            return out, None
         held = policies.suppressed(todo, listed, campaign.priority == "emergency")
         self.ledger.mark(held)
         out["suppressed"] += len(held)
@@ -270,6 +274,20 @@ class Pipeline:
         counts, error = self.deliver(provider, messages, rows)
         out.update(counts)
         return out, error
+
+    def _held_out(self, cid: str, campaign: Campaign, event: Event, todo: Mapping[str, Target]) -> list[Mark]:
+        """Every message of the event, held out when its student is in the campaign's control group."""
+        scope = event.data.scope()
+        student = scope.student if scope else None
+        if campaign.holdout is None or student is None or not todo:
+            return []
+        if event.data.tier_name() in campaign.holdout_exclude_tiers:
+            return []  # always sent: the district does not withhold this tier's outreach
+        drawn = policies.arm(campaign.holdout_seed or cid, student, campaign.holdout)
+        if self.ledger.assign(cid, student, drawn) != "control":
+            return []
+        why = f"held_out: control group of the campaign's hold-out ({campaign.holdout:.0%})"
+        return [Mark(k, State.HELD_OUT, None, why) for k in todo]
 
     def release_decided(self, channel: str, limit: int | None = None) -> Counter[str]:
         """Send the messages of the campaigns whose approvers said yes (through quiet hours and the

@@ -4,6 +4,7 @@ may go now and what is held. No server, no clock read: unit-tested with plain va
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
@@ -41,6 +42,13 @@ def suppressed(targets: Mapping[str, Target], listed: Mapping[str, str], emergen
         for k, t in targets.items()
     )
     return [m for m in marks if m is not None]
+
+
+def arm(seed: str, student: str, share: float) -> str:
+    """"control" or "treated": the same answer for the same seed and student, on any host and after
+    any restart (a hash, not a random draw); `share` of students land in control."""
+    u = int.from_bytes(hashlib.sha256(f"{seed}\x00{student}".encode()).digest()[:8], "big") / 2**64
+    return "control" if u < share else "treated"
 
 
 def past(until: dt.date | str | None, today: dt.date) -> str | None:
