@@ -461,3 +461,30 @@ def test_logging_on_is_advice_for_students_who_learn_online(tmp_path: Path) -> N
         app.close()
     assert "logged on" in texts["online"] and "logged on" not in texts["schoolhouse"]
     assert "View Grades & Attendance" in texts["schoolhouse"]  # the Parent Portal advice is for everyone
+
+
+@pytest.mark.parametrize("mode", [{}, {"active": True}, {"active": True, "website_down": True}])
+def test_a_switch_with_a_link_passes_on_every_channel_and_language(tmp_path: Path, mode: dict[str, bool]) -> None:
+    """The sample events hold no link (the seeds give none): this is the check's own case for one,
+    a call included (it says the link as host and path)."""
+    from comms.app import App
+    from comms.channels import channel_class
+
+    def edit(doc: dict) -> None:  # type: ignore[type-arg]
+        doc["district"]["incident"] = {"active": False, **mode}
+
+    app = App.open(fixture_env(tmp_path, COMMS_CONFIG=str(_config(tmp_path, edit))), clock=Clock(NOON), environ={})
+    try:
+        doc = json.loads(SWITCH)
+        doc["data"]["instructions_url"] = "https://www.dadeschools.net/teams"
+        event = parse_event(json.dumps(doc))
+        for cid in ("platform-switch", "platform-unchanged"):
+            c = app.settings.campaigns[cid]
+            for channel, options in c.channels.items():
+                for lang in channel_class(channel).languages(app.settings.district, options):
+                    r, found = render_one(app.pipeline, cid, event, channel, lang)
+                    assert found == [], (channel, lang)
+                    if channel == "voice" and not mode.get("website_down"):
+                        assert "dadeschools.net/teams" in r.parts["txt"]
+    finally:
+        app.close()

@@ -127,6 +127,8 @@ class Channel(abc.ABC):
     brief: ClassVar[bool] = False
     #: a message whose news is past (EventData.expires) is `expired`, not sent; False: written, marked late
     expires: ClassVar[bool] = True
+    #: read aloud (a call): a link is said as its host and path ("dadeschools.net/teams"), not a URL
+    spoken: ClassVar[bool] = False
     #: in incident mode it carries the verification line ("M-DCPS will never ask for your password...")
     verify_line: ClassVar[bool] = False
     #: the environment variables of the provider's credentials, and of its API's address: a synthetic

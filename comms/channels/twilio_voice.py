@@ -59,6 +59,7 @@ class TwilioVoiceChannel(TwilioChannel):
     consent = "voice"
     parts = ("txt",)
     brief = True
+    spoken = True
     quiet_hours = True
     daily_cap = True
     options = VoiceOptions

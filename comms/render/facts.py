@@ -125,9 +125,13 @@ def link_problem(url: str, links: Links | None, incident: bool) -> str | None:
     return None
 
 
-def fact_text(fact: Fact, lang: str, school_name: Callable[[str], str | None]) -> str | None:
-    """How `lang` writes the fact (None: a school the roster does not name)."""
+def fact_text(fact: Fact, lang: str, school_name: Callable[[str], str | None], spoken: bool = False) -> str | None:
+    """How `lang` writes the fact (None: a school the roster does not name); `spoken`: as a call
+    says it (a link as its host and path)."""
     v = fact.value
+    if fact.kind == "url" and spoken:
+        parts = urlsplit(str(v))
+        return (parts.hostname or "") + (parts.path if parts.path != "/" else "")
     if fact.kind == "date":
         return f.fmt_date(v, lang, with_weekday=False)
     if fact.kind == "time":
@@ -189,7 +193,7 @@ def problems(
         for fact in facts:
             if fact.kind == "url" and website_down:
                 continue  # with the site down, texts give the phone line instead (checked below)
-            expected = fact_text(fact, lang, school_name)
+            expected = fact_text(fact, lang, school_name, spec.spoken)
             if expected and expected not in text:
                 out.append(f"{where}: leaves out {fact.name} ({expected})")
         if website_down and event_urls and district.phone not in text:
