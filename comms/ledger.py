@@ -79,8 +79,15 @@ REPORTED = frozenset({_S.DELIVERED, _S.UNDELIVERED, _S.BOUNCED, _S.DROPPED, _S.S
 TRANSITIONS: dict[State, frozenset[State]] = {
     _S.NEW: frozenset(
         {
-            _S.PENDING, _S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.AWAITING_APPROVAL, _S.CANCELLED,
-            _S.EXPIRED, _S.HELD_OUT,
+            _S.PENDING,
+            _S.SENDING,
+            _S.DEFERRED,
+            _S.SUPPRESSED,
+            _S.FAILED,
+            _S.AWAITING_APPROVAL,
+            _S.CANCELLED,
+            _S.EXPIRED,
+            _S.HELD_OUT,
         }  # fmt: skip
     ),
     _S.AWAITING_APPROVAL: frozenset({_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.CANCELLED, _S.EXPIRED}),

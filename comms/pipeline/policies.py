@@ -45,7 +45,7 @@ def suppressed(targets: Mapping[str, Target], listed: Mapping[str, str], emergen
 
 
 def arm(seed: str, student: str, share: float) -> str:
-    """"control" or "treated": the same answer for the same seed and student, on any host and after
+    """ "control" or "treated": the same answer for the same seed and student, on any host and after
     any restart (a hash, not a random draw); `share` of students land in control."""
     u = int.from_bytes(hashlib.sha256(f"{seed}\x00{student}".encode()).digest()[:8], "big") / 2**64
     return "control" if u < share else "treated"
