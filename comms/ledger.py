@@ -88,7 +88,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
             _S.CANCELLED,
             _S.EXPIRED,
             _S.HELD_OUT,
-        }  # fmt: skip
+        }
     ),
     _S.AWAITING_APPROVAL: frozenset({_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.CANCELLED, _S.EXPIRED}),
     _S.PENDING: frozenset({_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.EXPIRED}),
