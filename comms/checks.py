@@ -19,9 +19,9 @@ from comms.render import Rendered, Renderer, facts, template_paths
 from comms.roster import Recipient, Roster
 
 
-def _pipeline(env: Env, settings: Settings) -> Pipeline:
+def _pipeline(env: Env, settings: Settings, roster: Roster | None = None) -> Pipeline:
     # Preview never writes the ledger (nor reads it): it renders only
-    return Pipeline(settings, Roster.load(env.roster), Renderer(env.templates), _NO_LEDGER, {})
+    return Pipeline(settings, roster or Roster.load(env.roster), Renderer(env.templates), _NO_LEDGER, {})
 
 
 _NO_LEDGER: Ledger = None  # type: ignore[assignment]
@@ -113,8 +113,9 @@ def check_templates(settings: Settings, env: Env) -> list[str]:
                 f"campaigns.{cid}.event_type: no sample event of type {c.event_type!r} in comms/dev/demo.py "
                 "(sample_events): its templates cannot be checked"
             )
+    roster = Roster.load(env.roster)  # once for every mode
     for mode, variant in _modes(settings):
-        p = _pipeline(env, variant)
+        p = _pipeline(env, variant, roster)
         for cid, c in variant.campaigns.items():
             for event in samples.get(c.event_type, []):
                 for channel, options in c.channels.items():

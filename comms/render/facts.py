@@ -21,9 +21,10 @@ it is dead-lettered with that line), before any message of it goes out.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import html
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -43,13 +44,15 @@ URL = re.compile(r"""https?://[^\s<>"'()\[\]]+""")
 PHONE = re.compile(r"\(\d{3}\)\s?\d{3}-\d{4}|\b\d{3}[-.]\d{3}[-.]\d{4}\b")
 
 
-def _months(lang: str) -> list[str]:
+@functools.cache  # per language, once: Babel's locale data and the compiled pattern are the same every check
+def _months(lang: str) -> tuple[str, ...]:
     if lang == "ht":
-        return list(f.HT_MONTHS)
+        return tuple(f.HT_MONTHS)
     names = Locale.parse(f.babel_locale(lang)).months["format"]["wide"]
-    return [str(names[i]) for i in range(1, 13)]
+    return tuple(str(names[i]) for i in range(1, 13))
 
 
+@functools.cache
 def _date_pattern(lang: str) -> re.Pattern[str]:
     months = "|".join(_months(lang))
     if lang == "en":
@@ -175,7 +178,8 @@ def problems(
     out: list[str] = []
     incident, website_down = bool(context.get("incident")), bool(context.get("website_down"))
     select = str(context.get("select") or "scope")
-    facts = [x for x in data.facts(select) if x.brief or not spec.brief]
+    stated = data.facts(select)
+    facts = [x for x in stated if x.brief or not spec.brief]
     # every date the event holds may be stated (a field a type does not list among its facts too)
     allowed_dates = {v for v in data.model_dump().values() if isinstance(v, dt.date)}
     if isinstance(context.get("issued"), dt.date):
@@ -185,7 +189,7 @@ def problems(
         allowed_dates.add(quote["said"])
         if isinstance(context.get("issued"), dt.date) and quote["said"] > context["issued"]:
             out.append(f"{lang}: the quote of {quote['by']} is dated {quote['said']}, after the draft's date")
-    event_urls = {str(x.value) for x in data.facts(select) if x.kind == "url"}
+    event_urls = {str(x.value) for x in stated if x.kind == "url"}
     glossary = {term: {str(k): v for k, v in texts.items()} for term, texts in district.glossary.items()}
     for part, name in files.items():
         text = plain(part, rendered.parts.get(part, ""))
@@ -221,7 +225,3 @@ def problems(
             for sentence in english_sentences(text, names_of(district, lang, data, context)):
                 out.append(f"{where}: English left in the text: {sentence!r}")
     return out
-
-
-def dedupe(lines: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(lines))
