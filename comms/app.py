@@ -158,11 +158,24 @@ class App:
             consumer = self.bus.consumer(group_name(n), [self.env.topic])
             spec = by_consumer.get(n)
             handle: Callable[[Event, Record], Counter[str]]
-            if spec is None:  # attendance: counts absences, publishes threshold events
-                handle, release = _event_only(self.attendance.handle), None
+            if spec is None:  # attendance: counts a batch of records, publishes the tiers crossed
+                counter = self.attendance
+                workers.append(
+                    Worker(
+                        n,
+                        self.bus,
+                        consumer,
+                        _event_only(counter.handle),
+                        self.env.topic,
+                        handle_many=counter.handle_many,
+                        check=counter.check,
+                    )  # fmt: skip
+                )
+                continue
             else:
-                # deferred messages exist only where quiet hours defer them, approved ones where they wait
-                held = spec.quiet_hours or spec.gated
+                # deferred messages exist only where quiet hours or the cap defer them, approved ones
+                # where they wait
+                held = spec.quiet_hours or spec.daily_cap or spec.gated
                 release = functools.partial(self.pipeline.release_due, spec.name) if held else None
                 if self.env.shard_size and spec.audience == "families":
                     # this process plans the events it takes, and delivers shards of any event

@@ -335,6 +335,7 @@ def demo(
         "sent",
         "by language",
         "suppressed",
+        "superseded",
         "expired",
         "in",
         title=f"comms demo: {len(events)} events from the 2020 seed press releases",
@@ -351,16 +352,17 @@ def demo(
         by_lang = " ".join(f"{k}:{v}" for k, v in sorted(sent.items()))
         suppressed = sum(states.get("suppressed", Counter()).values())
         expired = sum(states.get("expired", Counter()).values())
+        superseded = sum(states.get("superseded", Counter()).values())
         t.add_row(
             campaign, channel.replace("_release", ""), str(sum(sent.values())), by_lang, str(suppressed),
-            str(expired), where[channel],
+            str(superseded), str(expired), where[channel],
         )  # fmt: skip
     a.close()
     out.print(t)
     out.print(
         f"Drafts and messages are under {a.env.out}/ (folders in the last column). "
-        "Suppressed: no consent, no contact or the daily cap; expired: its news was past before it could "
-        "go; `comms report CAMPAIGN` says which."
+        "Suppressed: no consent or no contact; superseded: a higher tier the student crossed at the same "
+        "time went instead; expired: its news was past before it could go; `comms report CAMPAIGN` says which."
     )
 
 
@@ -749,6 +751,149 @@ def report(
         for channel, address, body, _ in texts:
             rt.add_row(channel, mask(address), body)
         out.print(rt)
+
+
+@app.command()
+def effect(
+    campaign: Annotated[str, typer.Argument(help="a campaign id from campaigns.yaml, with a `holdout`")],
+    days: Annotated[
+        int, typer.Option("--days", min=1, max=180, help="school days followed after each student's message day")
+    ] = 20,
+    min_arm: Annotated[
+        int, typer.Option("--min-arm", min=2, help="fewer students than this in an arm: too small to tell")
+    ] = 30,
+) -> None:
+    """Whether the campaign's messages change attendance: absences per school day of its hold-out's
+    treated and control students over the school days after their message day (or the day it would
+    have gone), the difference with its 95% interval, overall, by tier and by language."""
+    from comms.app import Env
+    from comms.config import load_settings
+    from comms.effect import Z95, attendance_days, follow
+    from comms.effect import report as estimates
+    from comms.ledger import Ledger
+    from comms.roster import Roster
+
+    env = Env.from_environ()
+    try:
+        settings = load_settings(env.config)
+        if campaign not in settings.campaigns:
+            raise ConfigError(f"no campaign {campaign!r} in {env.config} (it has: {', '.join(settings.campaigns)})")
+        ledger = Ledger(env.ledger_target)
+        try:
+            assigned = ledger.assignments(campaign)
+        finally:
+            ledger.close()
+        if not assigned:
+            holdout = settings.campaigns[campaign].holdout
+            why = "no student has been assigned yet" if holdout else "it has no `holdout` in campaigns.yaml"
+            raise ConfigError(f"campaign {campaign!r} has nothing to measure: {why}")
+        roster = Roster.load(env.roster)
+        languages = {}
+        for student, *_ in assigned:
+            st = roster.students.get(student)
+            guardian = roster.guardians.get(st.guardians[0]) if st and st.guardians else None
+            if guardian is not None:
+                languages[student] = guardian.language
+        records = attendance_days(env.ledger.with_name("attendance.db"), [a[0] for a in assigned])
+    except CommsError as exc:
+        _fail(exc)
+    followed, short = follow(assigned, records, languages, days)
+    arms = Counter(arm for _, arm, *_ in assigned)
+
+    def rate(x: float | None) -> str:
+        return "" if x is None else f"{x:.3f}"
+
+    t = Table(
+        "group",
+        Column("treated", justify="right"),
+        Column("control", justify="right"),
+        Column("absences/day treated", justify="right"),
+        Column("control", justify="right"),
+        Column("difference (95% CI)", justify="right"),
+        "what it says",
+        title=f"{campaign}: absences per school day over the {days} school days after the message day",
+    )
+    for e in estimates(followed, min_arm):
+        ci = "" if e.difference is None else f"{e.difference:+.3f} ({e.low:+.3f} to {e.high:+.3f})"
+        t.add_row(e.group, str(e.n_treated), str(e.n_control), rate(e.treated), rate(e.control), ci, e.verdict)
+    out.print(
+        f"hold-out: {arms['treated']:,} treated, {arms['control']:,} control; {len(followed):,} followed "
+        f"for {days} school days, {short:,} not yet (fewer school days recorded since their day)",
+        highlight=False,
+    )
+    out.print(t)
+    out.print(
+        f"difference = mean(treated) - mean(control), by arm as randomized; 95% CI = difference +/- {Z95:.2f} "
+        "x sqrt(s_t^2/n_t + s_c^2/n_c); below 0: fewer absences with the messages",
+        highlight=False,
+    )
+
+
+attendance_app = typer.Typer(help="Attendance streams (development: synthetic data).")
+app.add_typer(attendance_app, name="attendance")
+
+
+@attendance_app.command("generate")
+def attendance_generate(
+    start: Annotated[str, typer.Option("--from", help="the first school day, YYYY-MM-DD")],
+    days: Annotated[int, typer.Option("--days", min=1, max=200, help="school days (weekdays) from --from on")] = 20,
+    school_year: Annotated[str, typer.Option("--school-year")] = "2020-2021",
+    mean: Annotated[float, typer.Option("--mean", min=0.01, max=0.9, help="average chance of missing a day")] = 0.2,
+    effect_size: Annotated[
+        float, typer.Option("--effect", min=0.0, max=1.0, help="treated students miss this share fewer days")
+    ] = 0.0,
+    campaign: Annotated[str, typer.Option("--campaign", help="whose hold-out says who is treated")] = "show-up",
+    students: Annotated[int, typer.Option("--students", min=1, help="the roster's first N students")] = 1000,
+    seed: Annotated[int, typer.Option(help="same seed, same stream")] = 2020,
+    out_file: Annotated[Path, typer.Option("--out", help="JSON lines, for `comms publish`")] = Path(
+        "var/attendance.jsonl"
+    ),
+) -> None:
+    """Write a synthetic attendance stream with a known effect (comms/dev/trial.py): to check that
+    `comms effect` recovers it. The treated are the campaign's hold-out `treated` students, from the
+    day after their message day."""
+    import datetime as dt
+
+    from comms.app import Env
+    from comms.dev.demo import school_days
+    from comms.dev.trial import attendance_stream
+    from comms.ledger import Ledger
+    from comms.roster import Roster
+
+    env = Env.from_environ()
+    try:
+        first = dt.date.fromisoformat(start)
+    except ValueError:
+        _fail(ConfigError(f"--from {start!r}: a date YYYY-MM-DD is expected"))
+    try:
+        roster = Roster.load(env.roster)
+        treated: dict[str, dt.date] = {}
+        if effect_size:
+            ledger = Ledger(env.ledger_target)
+            try:
+                assigned = ledger.assignments(campaign)
+            finally:
+                ledger.close()
+            treated = {s: dt.date.fromisoformat(since) for s, arm, _, since in assigned if arm == "treated" and since}
+    except CommsError as exc:
+        _fail(exc)
+    chosen = {sid: roster.students[sid].school_id for sid in sorted(roster.students)[:students]}
+    stream = attendance_stream(
+        chosen,
+        school_days(first, days),
+        school_year=school_year,
+        seed=seed,
+        mean=mean,
+        effect=effect_size,
+        treated=treated,
+    )
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with out_file.open("wb") as f:
+        for raw in stream:
+            f.write(raw + b"\n")
+            n += 1
+    out.print(f"wrote {out_file}: {n:,} attendance records, {len(chosen):,} students, {len(treated):,} treated")
 
 
 ledger_app = typer.Typer(help="The delivery ledger's upkeep.")

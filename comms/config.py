@@ -49,10 +49,14 @@ class QuietHours(_Model):
 
 
 class DailyCap(_Model):
-    """At most this many messages per guardian, channel and day (district time), however many events."""
+    """At most this many messages per guardian, channel and day (district time), however many events;
+    the rest wait for the next day."""
 
     normal: int = Field(default=3, ge=1, le=100)
     emergency: int = Field(default=10, ge=1, le=100)
+    #: a message over the cap waits for the next day's window (when quiet hours end), day after day,
+    #: for at most this many days; then it expires (a flood never drips out for weeks)
+    hold_days: int = Field(default=2, ge=0, le=14)
 
 
 class Sending(_Model):

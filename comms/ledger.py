@@ -20,6 +20,9 @@ moves allowed are `TRANSITIONS`, and the ledger refuses any other with IllegalTr
     new, pending, deferred, awaiting_approval ──> expired   its news was past before it could go
                                                             (EventData.expires: a backlog, an outage)
     new ──> held_out      the student is in the campaign's control group (`holdout`): never sent
+    new, pending, deferred, awaiting_approval ──> superseded   a later event about the same student
+                                                            says more (a higher tier): never sent
+    deferred ──> deferred   held by the daily cap again the next day (Message.capped says since when)
 
 `new` is never stored: `open()` only reads, a message not in the ledger yet comes back as `new`, and
 the first state written for it inserts its row, one row write instead of two.
@@ -70,6 +73,7 @@ class State(StrEnum):
     CANCELLED = "cancelled"  # rejected by an approver: never sent
     EXPIRED = "expired"  # its news was past (EventData.expires) before it could go: never sent
     HELD_OUT = "held_out"  # the student is in the campaign's randomized control group: never sent
+    SUPERSEDED = "superseded"  # a later event about the same student (a higher tier) replaced it: never sent
 
 
 _S = State
@@ -88,14 +92,17 @@ TRANSITIONS: dict[State, frozenset[State]] = {
             _S.CANCELLED,
             _S.EXPIRED,
             _S.HELD_OUT,
+            _S.SUPERSEDED,
         }
     ),
-    _S.AWAITING_APPROVAL: frozenset({_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.CANCELLED, _S.EXPIRED}),
-    _S.PENDING: frozenset({_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.EXPIRED}),
+    _S.AWAITING_APPROVAL: frozenset(
+        {_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.CANCELLED, _S.EXPIRED, _S.SUPERSEDED}
+    ),
+    _S.PENDING: frozenset({_S.SENDING, _S.DEFERRED, _S.SUPPRESSED, _S.FAILED, _S.EXPIRED, _S.SUPERSEDED}),
     # SENDING -> SENDING: a crash's message that the provider does not have is sent again;
     # SENDING -> REPORTED: the provider's callback came before the pipeline wrote `sent`
     _S.SENDING: frozenset({_S.SENT, _S.FAILED, _S.PENDING, _S.DEFERRED, _S.SUPPRESSED, _S.SENDING, *REPORTED}),
-    _S.DEFERRED: frozenset({_S.SENDING, _S.SUPPRESSED, _S.EXPIRED}),
+    _S.DEFERRED: frozenset({_S.SENDING, _S.SUPPRESSED, _S.EXPIRED, _S.SUPERSEDED, _S.DEFERRED}),
     _S.SENT: REPORTED,
     _S.DELIVERED: frozenset({_S.BOUNCED, _S.SPAM_REPORT}),  # an e-mail reported after its delivery
     _S.FAILED: frozenset(),
@@ -107,6 +114,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     _S.CANCELLED: frozenset(),
     _S.EXPIRED: frozenset(),
     _S.HELD_OUT: frozenset(),
+    _S.SUPERSEDED: frozenset(),
 }
 #: the pipeline is done with a message in these: a redelivered event skips it
 FINAL = frozenset(State) - {_S.NEW, _S.PENDING, _S.SENDING, _S.DEFERRED, _S.AWAITING_APPROVAL}
@@ -165,7 +173,7 @@ class DetailRow(NamedTuple):
     messages: int
 
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # 2 -> 3: `contents` (version 2 payloads, content inline, still read) and indexes that a state
 # change does not move (bench/README.md: ledger writes 26,000 -> 39,000+ rows/s)
 # 3 -> 4: `events` (each event's digest, to tell a retry from a conflicting one under the same id);
@@ -184,6 +192,15 @@ MIGRATIONS = {
     " GROUP BY 1, 2, 3, 4, 5",
     # 6 -> 7: `claim`, the transaction that last moved a row to `sending` (many delivery processes)
     6: "ALTER TABLE deliveries ADD COLUMN claim TEXT",
+    # 7 -> 8: the hold-out's tier and day of each student's first message (or the day it would have
+    # gone), which `comms effect` measures from; a version 7 ledger made before the hold-out has no table
+    # (copied into a new table: the same statements whether the old one has them or not)
+    7: "CREATE TABLE IF NOT EXISTS holdout (campaign TEXT NOT NULL, student TEXT NOT NULL, arm TEXT NOT NULL,"
+    " decided REAL NOT NULL, PRIMARY KEY (campaign, student));"
+    "CREATE TABLE holdout_v8 (campaign TEXT NOT NULL, student TEXT NOT NULL, arm TEXT NOT NULL,"
+    " decided REAL NOT NULL, tier TEXT, since TEXT, PRIMARY KEY (campaign, student));"
+    "INSERT INTO holdout_v8(campaign, student, arm, decided) SELECT campaign, student, arm, decided FROM holdout;"
+    "DROP TABLE holdout; ALTER TABLE holdout_v8 RENAME TO holdout",
 }
 
 SCHEMA = """
@@ -298,12 +315,15 @@ CREATE TABLE IF NOT EXISTS budgets (
 );
 -- A campaign's randomized hold-out (`holdout` in campaigns.yaml): each student's arm, decided the
 -- first time the student would get a message and never again (a redelivery, a restart or a changed
--- fraction keep it). Created on open: no ledger before it holds one.
+-- fraction keep it), with that message's tier and day (district time): `comms effect` follows the
+-- student's attendance from that day, in either arm.
 CREATE TABLE IF NOT EXISTS holdout (
     campaign TEXT NOT NULL,
     student  TEXT NOT NULL,
     arm      TEXT NOT NULL,
     decided  REAL NOT NULL,
+    tier     TEXT,
+    since    TEXT,
     PRIMARY KEY (campaign, student)
 );
 CREATE TABLE IF NOT EXISTS suppressions (
@@ -494,8 +514,8 @@ class Ledger:
 
     def _set_up(self, tx: Tx) -> None:
         version = self.db.schema_version(tx, "deliveries")
-        # only SQLite ledgers predate version 6; PostgreSQL's history starts there
-        migrations = MIGRATIONS if self.db.dialect == "sqlite" else {}
+        # only SQLite ledgers predate version 7; PostgreSQL's history starts there
+        migrations = MIGRATIONS if self.db.dialect == "sqlite" else {v: m for v, m in MIGRATIONS.items() if v >= 7}
         if version is not None and version != SCHEMA_VERSION and version not in migrations:
             raise ConfigError(
                 f"{self.db.name} has schema {version}, this version needs {SCHEMA_VERSION}: "
@@ -913,12 +933,14 @@ class Ledger:
         return digest
 
     # -- hold-out ---------------------------------------------------------------------------------------
-    def assign(self, campaign: str, student: str, arm: str) -> str:
-        """The student's arm in the campaign's hold-out: `arm` the first time, the recorded one after."""
+    def assign(self, campaign: str, student: str, arm: str, tier: str | None = None, since: str | None = None) -> str:
+        """The student's arm in the campaign's hold-out: `arm` the first time (with the tier and day of
+        the message that drew it), the recorded one after."""
         self._write(
             (
-                "INSERT INTO holdout(campaign, student, arm, decided) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(campaign, student, arm, self.clock().timestamp())],
+                "INSERT INTO holdout(campaign, student, arm, decided, tier, since) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [(campaign, student, arm, self.clock().timestamp(), tier, since)],
             )
         )
         rows = self.query("SELECT arm FROM holdout WHERE campaign=? AND student=?", (campaign, student))
@@ -927,6 +949,28 @@ class Ledger:
     def arms(self, campaign: str) -> dict[str, str]:
         """student -> arm, for `comms report` and the effect estimate."""
         return {str(s): str(a) for s, a in self.query("SELECT student, arm FROM holdout WHERE campaign=?", (campaign,))}
+
+    def assignments(self, campaign: str) -> list[tuple[str, str, str | None, str | None]]:
+        """(student, arm, tier, day of the first message) of every student in the campaign's hold-out."""
+        return self.query(
+            "SELECT student, arm, tier, since FROM holdout WHERE campaign=? ORDER BY student", (campaign,)
+        )
+
+    def supersede(self, campaign: str, channel: str, event_uids: Sequence[str], why: str) -> int:
+        """The messages of earlier events (`event_uids`) still held on `channel` (quiet hours, the daily
+        cap, approval) move to `superseded` with `why`: a later event about the same student says
+        more. One already gone (or being sent) stays as it is. Returns how many moved."""
+        if not event_uids:
+            return 0
+        marks = [
+            Mark(str(k), State.SUPERSEDED, None, why)
+            for k, in self.query(
+                f"SELECT key FROM deliveries WHERE campaign=? AND channel=? AND event_uid IN "
+                f"({','.join('?' * len(event_uids))}) AND state IN ({_sql_in(_FROM[State.SUPERSEDED])})",
+                (campaign, channel, *event_uids),
+            )
+        ]  # fmt: skip
+        return self.advance(marks)
 
     # -- suppression list -------------------------------------------------------------------------------
     def suppress(self, items: Iterable[tuple[str, str, str, str]]) -> int:
@@ -997,7 +1041,7 @@ class Ledger:
             for r in self.query(
                 "SELECT channel, state, coalesce(detail, ''), count(*) FROM deliveries WHERE campaign=? "
                 "AND state IN ('suppressed', 'failed', 'deferred', 'undelivered', 'bounced', 'dropped', "
-                "'spam_report', 'expired', 'held_out') GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3",
+                "'spam_report', 'expired', 'held_out', 'superseded') GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3",
                 (campaign,),
             )
         ]

@@ -57,7 +57,11 @@ class Worker:
     topic: str
     release: Callable[[], Counter[str]] | None = None  # deferred messages now due, if the consumer has any
     # a whole batch at once, for consumers whose work is one write per batch (the feedback reports)
+    # or that decide over the batch (the attendance counter: the highest tier a student crossed)
     handle_many: Callable[[list[Event]], Counter[str]] | None = None
+    # with handle_many: each record's own checks (EventValidationError), so one bad record is
+    # dead-lettered with its reason before the batch is applied
+    check: Callable[[Event], None] | None = None
     max_records: int = 200  # records a step takes: 1 where one record is much work (a shard)
     backoff: float = 0.0
     failures: int = 0  # transient failures in a row: the pause doubles with each, up to 30 s
@@ -117,7 +121,10 @@ class Worker:
             try:
                 if rec.problem:
                     raise EventValidationError(rec.problem)
-                valid.append((rec, parse_event(rec.value)))
+                event = parse_event(rec.value)
+                if self.check is not None:
+                    self.check(event)
+                valid.append((rec, event))
             except EventValidationError as exc:
                 self._dead_letter(rec, str(exc))
         try:
@@ -130,6 +137,8 @@ class Worker:
                     self.stats.update(self.handle_many([event]))
                 except (BusError, StoreError, ConfigError):
                     raise
+                except EventValidationError as exc:  # found only against what is stored (a conflicting id)
+                    self._dead_letter(rec, str(exc))
                 except Exception as exc:  # noqa: BLE001 - dead-lettered with the reason, not swallowed
                     self._dead_letter(rec, f"could not be handled ({exc.__class__.__name__}: {exc})", error=True)
         self.stats["events"] += len(valid)
@@ -169,15 +178,19 @@ class Worker:
 def run(workers: list[Worker], until_idle: bool = False, stop: threading.Event | None = None) -> None:
     """Drive the workers in turn until `stop` is set, or, with until_idle, until every group has
     committed everything on its topic."""
+    flowing = False
     while stop is None or not stop.is_set():
         busy = 0
         for w in workers:
             try:
-                busy += w.step()
+                # while records flow (one worker's output is the next one's input, or one is catching
+                # up), an idle worker does not wait on its topic: the others would wait with it
+                busy += w.step(timeout=0.0 if flowing or busy else 0.2)
             except BusError as exc:
                 log.error("%s: bus unavailable: %s; retrying in 2s", w.group, exc)
                 w.consumer.rewind()
                 w.backoff = time.monotonic() + 2.0
+        flowing = bool(busy)
         if busy:
             continue
         waiting = any(w.backoff > time.monotonic() for w in workers)

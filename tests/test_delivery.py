@@ -113,6 +113,34 @@ def test_daily_cap_holds_under_100_copies(tmp_path: Path, providers) -> None:  #
     assert set(tw.per_recipient().values()) == {3} and set(sg.per_recipient().values()) == {3}  # daily_cap.normal
 
 
+def test_the_cap_holds_the_rest_for_the_next_days_window_then_they_expire(tmp_path: Path, providers) -> None:  # noqa: ANN001
+    """11 different events on one day: 3 go (daily_cap.normal), 3 more the next morning and 3 the
+    morning after; the last 2, still over the cap after district.daily_cap.hold_days (2), expire,
+    saying why: none is dropped unsaid."""
+    tw, sg = providers
+    env = make_env(tmp_path, 10)
+    clock = Clock(NOON)
+    app = deliver(env, providers, copies(MEALS, 11), clock)
+    assert set(tw.per_recipient().values()) == {3} and set(sg.per_recipient().values()) == {3}
+    workers = app.workers(["sms", "email"])
+    clock.now = dt.datetime(2020, 9, 3, 7, 59, tzinfo=MIAMI)  # quiet hours: nothing yet
+    run(workers, until_idle=True)
+    assert set(tw.per_recipient().values()) == {3}
+    clock.now = dt.datetime(2020, 9, 3, 8, 0, tzinfo=MIAMI)  # the next day's window
+    run(workers, until_idle=True)
+    assert set(tw.per_recipient().values()) == {6} and set(sg.per_recipient().values()) == {6}
+    clock.now = dt.datetime(2020, 9, 4, 8, 0, tzinfo=MIAMI)
+    run(workers, until_idle=True)
+    for w in workers:
+        w.close()
+    details = app.pipeline.ledger.details("meal-schedule")
+    app.close()
+    assert set(tw.per_recipient().values()) == {9} and set(sg.per_recipient().values()) == {9}
+    expired = {(ch, why): n for ch, st, why, n in details if st == "expired"}
+    why = "daily_cap: 3 per day; held since 2020-09-02, 2 day(s) at most"
+    assert expired == {("sms", why): 20, ("email", why): 20}
+
+
 def test_email_batches_never_exceed_1000(tmp_path: Path, providers) -> None:  # noqa: ANN001
     _, sg = providers
     env = make_env(tmp_path, 2500)

@@ -111,7 +111,7 @@ def test_demo_on_kafka_produces_the_same_outputs_as_on_sqlite(tmp_path: Path, ka
         assert r.returncode == 0, r.stderr.decode()
     on_kafka, on_sqlite = _outputs(kafka_env), _outputs(sqlite_env)
     # press drafts (2 events x en/es x md/html), SMS, e-mail, the one call (the fixture's voice consents)
-    assert len(on_sqlite) == 8 + 21 + 21 + 1
+    assert len(on_sqlite) == 8 + 19 + 18 + 1
     assert on_kafka == on_sqlite
 
 

@@ -168,9 +168,14 @@ def test_1000_threshold_events_for_one_student(tmp_path: Path, providers: tuple[
     run_consumers(env, providers, events)
     assert tw.per_recipient() == {"+17860000000": 3}  # the one guardian, capped at 3 a day
     assert sg.per_recipient() == {"parent0@example.org": 3}
-    doc["id"] = "flood-next-day"  # the next day, the cap starts again
+    doc["id"] = "flood-next-day"  # the next day, the cap starts again: 3 of those it held go in the morning
     run_consumers(env, providers, [json.dumps(doc).encode()], clock=Clock(NOON + dt.timedelta(days=1)), names=("sms",))
-    assert tw.per_recipient() == {"+17860000000": 4}
+    assert tw.per_recipient() == {"+17860000000": 6}
+    # the day after, 3 more, and the rest of the flood has waited district.daily_cap.hold_days (2) days:
+    # it expires; the day after that, only "flood-next-day", held since the day before, is left to go
+    for days in (2, 3, 4):
+        run_consumers(env, providers, [], clock=Clock(NOON + dt.timedelta(days=days)), names=("sms",))
+    assert tw.per_recipient() == {"+17860000000": 10}
 
 
 def test_mass_messages_render_once_per_language(tmp_path: Path, providers: tuple[FakeTwilio, FakeSendGrid]) -> None:

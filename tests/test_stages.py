@@ -53,10 +53,36 @@ def test_quiet_hours_hold_all_but_emergencies() -> None:
 def test_daily_cap_counts_what_went_today_and_spares_emergencies() -> None:
     cap = DailyCap(normal=3, emergency=10)
     allowed, capped = policies.daily_cap([msg("a"), msg("b"), msg("c", "G2")], {"G1": 2}, cap)
-    assert [m.key for m in allowed] == ["a", "c"]
-    assert capped == [Mark("b", State.SUPPRESSED, None, "daily_cap: 3 per day")]
+    assert [m.key for m in allowed] == ["a", "c"] and [m.key for m in capped] == ["b"]
     allowed, capped = policies.daily_cap([msg("d", priority="emergency")], {"G1": 9}, cap)
     assert [m.key for m in allowed] == ["d"] and capped == []
+
+
+def test_a_capped_message_waits_for_the_next_days_window_then_expires() -> None:
+    cap = DailyCap(normal=3, emergency=10, hold_days=2)
+    evening = dt.datetime(2020, 11, 20, 18, 30, tzinfo=MIAMI)
+    waits, expired = policies.hold_capped([msg("a")], evening, QUIET, cap)
+    ((m, at, why),) = waits
+    assert expired == [] and m.capped == "2020-11-20"
+    assert at == dt.datetime(2020, 11, 21, QUIET.end.hour, QUIET.end.minute, tzinfo=MIAMI)
+    assert why == f"daily_cap: 3 per day; waits until 2020-11-21 {QUIET.end:%H:%M}"
+    # held again the next day: it keeps the day it was first held, and waits once more
+    waits, _ = policies.hold_capped([m], at, QUIET, cap)
+    assert [w[0].capped for w in waits] == ["2020-11-20"]
+    # two days after it was first held: it expires, saying why
+    waits, expired = policies.hold_capped([m], at + dt.timedelta(days=1), QUIET, cap)
+    assert waits == [] and expired == [
+        Mark("a", State.EXPIRED, None, "daily_cap: 3 per day; held since 2020-11-20, 2 day(s) at most")
+    ]
+    # released after a week-long outage: past hold_days, it does not go
+    assert policies.waited_too_long("2020-11-20", dt.date(2020, 11, 22), cap) is None
+    assert policies.waited_too_long("2020-11-20", dt.date(2020, 11, 27), cap) == (
+        "daily_cap: held since 2020-11-20, 2 day(s) at most"
+    )
+    assert policies.waited_too_long(None, dt.date(2020, 11, 27), cap) is None
+    # hold_days 0: nothing waits
+    waits, expired = policies.hold_capped([msg("b")], evening, QUIET, DailyCap(hold_days=0))
+    assert waits == [] and [e.key for e in expired] == ["b"]
 
 
 def test_suppressed_names_the_reason() -> None:

@@ -75,6 +75,7 @@ class Message:
     meta: dict[str, str] = field(default_factory=dict)
     guardian: str | None = None  # whose daily cap this counts against
     expires: str | None = None  # the last day (ISO, district time) its news is true: a later release expires it
+    capped: str | None = None  # the first day (ISO, district time) the daily cap held it back
 
 
 #: (budget name, sends wanted, rate per second, burst) -> sends granted now (Ledger.take_budget)

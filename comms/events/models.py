@@ -26,6 +26,8 @@ WEEKDAYS: tuple[str, ...] = ("monday", "tuesday", "wednesday", "thursday", "frid
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+#: a CloudEvent id, as the envelope allows it
+EventId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/+=~-]{0,255}$")]
 
 
 def _printable(s: str) -> str:
@@ -200,6 +202,16 @@ class EventData(BaseModel):
         """The last day (district time) its family messages are still true and useful; None: no end."""
         return None
 
+    def superseded(self) -> str | None:
+        """Why none of its messages goes, when a later event about the same subject says more (a higher
+        tier crossed in the same batch of records), if so."""
+        return None
+
+    def supersedes(self) -> list[str]:
+        """CloudEvent ids (same source) of earlier events about the same subject whose messages, where
+        still held (quiet hours, the daily cap, approval), this one's replace."""
+        return []
+
 
 class CampaignMismatch(ValueError):
     def __init__(self, field: str, reason: str) -> None:
@@ -365,6 +377,11 @@ class AbsenceThreshold(_OneStudent, EventData):
     school_year: SchoolYear
     as_of: Date
     learning_mode: Literal["online", "schoolhouse"] | None = None
+    #: a higher tier this student crossed in the same batch of records: this tier's notice is not sent
+    superseded_by: Identifier | None = None
+    #: ids of this student's earlier tier events this school year (from the same source): their
+    #: notices still held are not sent
+    earlier: list[EventId] = Field(default_factory=list, max_length=20)
 
     #: a tier notice weeks after the count was taken tells a family a number that is no longer true
     FRESH_DAYS: ClassVar[int] = 14
@@ -389,6 +406,14 @@ class AbsenceThreshold(_OneStudent, EventData):
 
     def tier_name(self) -> str:
         return self.tier
+
+    def superseded(self) -> str | None:
+        if self.superseded_by is None:
+            return None
+        return f"superseded: tier {self.superseded_by} crossed at the same time ({self.absences} absences)"
+
+    def supersedes(self) -> list[str]:
+        return list(self.earlier)
 
     def check_campaign(self, cid: str, campaign: Campaign) -> None:
         t = campaign.tier(self.tier)

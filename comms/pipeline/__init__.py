@@ -1,12 +1,16 @@
 """From one valid event to ledgered messages on one channel, in stages (one module each):
 
     audience.py   who, in which language, at which address; who is held back and why (consent...)
-    policies.py   pure rules: the suppression list, quiet hours (defer), the daily cap
+    policies.py   pure rules: the suppression list, the hold-out arm, news past, quiet hours (defer),
+                  the daily cap (defer to the next day's window, expire after `hold_days`)
     compose.py    the template context and the texts (once per language for a mass message)
     deliver.py    reconcile a crash's `sending` rows, the provider's answers as state changes
 
-    audience -> suppression -> render -> [approval] -> reconcile -> quiet hours -> daily cap
-             -> `sending` -> provider -> sent / failed / retry
+    audience -> superseded -> hold-out -> suppression -> news past -> render -> [approval]
+             -> reconcile -> quiet hours -> daily cap -> `sending` -> provider -> sent / failed / retry
+
+superseded: a tier notice whose student crossed a higher tier in the same batch is not sent, and the
+higher one's event supersedes the student's earlier notices still held (Ledger.supersede).
 
 [approval]: a campaign with `approval: one|two` holds its family messages as `awaiting_approval`,
 rendered, until its approvers decide (comms/approvals.py); the release loop then sends the approved
@@ -177,6 +181,11 @@ class Pipeline:
         provider = self.channels[channel]
         transient: TransientDeliveryError | None = None
         for cid, campaign, options, who, texts in plans:
+            if earlier := event.data.supersedes():
+                # still held (the night, the cap, approvers): this event says more, and goes instead
+                why = f"superseded: {event.uid} says more"
+                uids = [f"{event.source}#{i}" for i in earlier]
+                outcome["superseded"] += self.ledger.supersede(cid, channel, uids, why)
             for i in range(0, len(who), self.chunk):
                 part = who[i : i + self.chunk]
                 counts, error = self._chunk(provider, event, cid, campaign, options, part, texts)
@@ -211,6 +220,10 @@ class Pipeline:
         out = Counter(already_done=len(keyed) - len(todo))
         addresses = [t.to for t in todo.values() if t.to and not t.held] if spec.address else []
         listed = self.ledger.suppressed(spec.name, addresses) if addresses else {}
+        if todo and (why := event.data.superseded()):  # a higher tier crossed at the same time goes instead
+            self.ledger.mark(Mark(k, State.SUPERSEDED, None, why) for k in todo)
+            out["superseded"] += len(todo)
+            return out, None
         if held_out := self._held_out(cid, campaign, event, todo):
             self.ledger.mark(held_out)
             out["held_out"] += len(held_out)
@@ -284,7 +297,8 @@ class Pipeline:
         if event.data.tier_name() in campaign.holdout_exclude_tiers:
             return []  # always sent: the district does not withhold this tier's outreach
         drawn = policies.arm(campaign.holdout_seed or cid, student, campaign.holdout)
-        if self.ledger.assign(cid, student, drawn) != "control":
+        day = self.clock().astimezone(self.settings.district.tz).date().isoformat()
+        if self.ledger.assign(cid, student, drawn, event.data.tier_name(), day) != "control":
             return []
         why = f"held_out: control group of the campaign's hold-out ({campaign.holdout:.0%})"
         return [Mark(k, State.HELD_OUT, None, why) for k in todo]
@@ -305,7 +319,8 @@ class Pipeline:
     def release_due(self, channel: str, limit: int = 500) -> Counter[str]:
         """Send the approved messages, then the deferred ones whose quiet hours are over."""
         out = self.release_decided(channel)
-        if self.channels[channel].spec.quiet_hours:
+        spec = self.channels[channel].spec
+        if spec.quiet_hours or spec.daily_cap:  # what waited for the morning or for the next day's cap
             out.update(self._release(channel, self.ledger.due(channel, self.clock().timestamp(), limit)))
         return out
 
@@ -320,13 +335,18 @@ class Pipeline:
         ]
         self.ledger.mark(late_optout)
         stopped = {m.key for m in late_optout}
-        # held for the night or for approvers past the news's last day: expired, never sent late
+        # held for the night, for approvers or by the cap past the news's last day, or held by the cap
+        # longer than it may wait: expired, never sent late
         today = self.clock().astimezone(self.settings.district.tz).date()
+        cap = self.settings.district.daily_cap
         expired = [
             Mark(r.key, State.EXPIRED, None, why)
             for r in rows
             if r.key not in stopped and self.channels[channel].spec.expires
-            and (why := policies.past((r.payload or {}).get("expires"), today))
+            and (
+                why := policies.past((r.payload or {}).get("expires"), today)
+                or policies.waited_too_long((r.payload or {}).get("capped"), today, cap)
+            )
         ]  # fmt: skip
         self.ledger.mark(expired)
         stopped |= {m.key for m in expired}
@@ -384,9 +404,13 @@ class Pipeline:
         if spec.daily_cap:
             guardians = sorted({m.guardian for m in messages if m.guardian})
             sent_today = self.ledger.sent_today(spec.name, guardians, day)
-            messages, capped = policies.daily_cap(messages, sent_today, self.settings.district.daily_cap)
-            self.ledger.mark(capped)
-            out["capped"] += len(capped)
+            cap = self.settings.district.daily_cap
+            messages, capped = policies.daily_cap(messages, sent_today, cap)
+            waits, expired = policies.hold_capped(capped, now, self.settings.district.quiet_hours, cap)
+            self.ledger.defer((m.key, message_payload(m), at.timestamp(), why) for m, at, why in waits)
+            self.ledger.mark(expired)
+            out["capped"] += len(waits)
+            out["expired"] += len(expired)
         error = self._send(provider, messages, rows, day, out) if messages else None
         return out, error or settle
 

@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from comms.channels import Message
 from comms.config import DailyCap, QuietHours
@@ -86,19 +87,54 @@ def quiet_hours(
 
 def daily_cap(
     messages: Sequence[Message], sent_today: Mapping[str, int], cap: DailyCap
-) -> tuple[list[Message], list[Mark]]:
+) -> tuple[list[Message], list[Message]]:
     """(may go, held by the cap): at most cap.normal messages per guardian and day on a channel
     (cap.emergency for emergencies), counting those already sent today (`sent_today`)."""
     counts = Counter(sent_today)
     allowed, capped = [], []
     for m in messages:
-        limit = cap.emergency if m.priority == "emergency" else cap.normal
-        if m.guardian and counts[m.guardian] >= limit:
-            capped.append(Mark(m.key, State.SUPPRESSED, None, f"daily_cap: {limit} per day"))
+        if m.guardian and counts[m.guardian] >= cap_of(m, cap):
+            capped.append(m)
         else:
             counts[m.guardian or ""] += 1
             allowed.append(m)
     return allowed, capped
+
+
+def cap_of(m: Message, cap: DailyCap) -> int:
+    return cap.emergency if m.priority == "emergency" else cap.normal
+
+
+def waited_too_long(capped: str | None, today: dt.date, cap: DailyCap) -> str | None:
+    """Why a message the cap held since `capped` may no longer go on `today`, if so: it may wait
+    cap.hold_days days (a release loop that was down for a week does not send a week-old backlog)."""
+    if capped is None:
+        return None
+    since = dt.date.fromisoformat(capped)
+    if (today - since).days <= cap.hold_days:
+        return None
+    return f"daily_cap: held since {since.isoformat()}, {cap.hold_days} day(s) at most"
+
+
+def hold_capped(
+    capped: Sequence[Message], now: dt.datetime, quiet: QuietHours, cap: DailyCap
+) -> tuple[list[tuple[Message, dt.datetime, str]], list[Mark]]:
+    """What becomes of messages the cap held (`now` in district time): each waits for the next
+    day's window, when quiet hours end, (message, not before, why), until it has waited
+    cap.hold_days days since the cap first held it (Message.capped); then it expires."""
+    today = now.date()
+    later, expired = [], []
+    for m in capped:
+        since = dt.date.fromisoformat(m.capped) if m.capped else today
+        limit = cap_of(m, cap)
+        if (today - since).days >= cap.hold_days:
+            why = f"daily_cap: {limit} per day; held since {since.isoformat()}, {cap.hold_days} day(s) at most"
+            expired.append(Mark(m.key, State.EXPIRED, None, why))
+            continue
+        window = dt.datetime.combine(today + dt.timedelta(days=1), quiet.end, tzinfo=now.tzinfo)
+        why = f"daily_cap: {limit} per day; waits until {window:%Y-%m-%d %H:%M}"
+        later.append((replace(m, capped=since.isoformat()), window, why))
+    return later, expired
 
 
 def retention_cutoff(now: dt.datetime, school_year_ends: str, keep_days: int) -> dt.datetime:
