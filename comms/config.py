@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -226,6 +226,25 @@ class Tier(_Model):
     actions: dict[Lang, list[Text]]
 
 
+class Comparison(_Model):
+    """The typical total a tier notice shows beside the child's own (the trials that cut absences told
+    parents how their child compares): the district's figure for a typical (median) student of the
+    same grade district-wide, or of the same school, so far this school year, as of a date."""
+
+    by: Literal["grade", "school"]
+    as_of: dt.date
+    typical: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], int] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _figures(self) -> Comparison:
+        if bad := [k for k, n in self.typical.items() if not 0 <= n <= 366]:
+            raise ValueError(f"typical.{bad[0]}: a number of absences from 0 to 366")
+        codes = get_args(GradeCode)
+        if self.by == "grade" and (bad := sorted(set(self.typical) - set(codes))):
+            raise ValueError(f"typical: {bad[0]!r} is not a grade ({', '.join(codes)})")
+        return self
+
+
 class Campaign(_Model):
     title: Text
     event_type: str
@@ -248,6 +267,8 @@ class Campaign(_Model):
     # tiers whose students always get their message (the most absent: the district may not withhold
     # outreach from them)
     holdout_exclude_tiers: list[Name] = []
+    # the typical total beside the child's own, in tier notices (personal: `select: student`)
+    comparison: Comparison | None = None
 
     @field_validator("event_type")
     @classmethod
@@ -270,6 +291,8 @@ class Campaign(_Model):
                 raise ValueError("holdout: never for an emergency campaign: every family must hear it")
             if self.audience.select != "student":
                 raise ValueError("holdout: decided per student, so the audience must be `select: student`")
+        if self.comparison is not None and not (self.tiers and self.audience.select == "student"):
+            raise ValueError("comparison: for a tier campaign whose audience is `select: student`")
         if unknown := sorted(set(self.holdout_exclude_tiers) - {t.name for t in self.tiers or ()}):
             raise ValueError(f"holdout_exclude_tiers: unknown tier {unknown[0]!r}")
         if self.tiers:

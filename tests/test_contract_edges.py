@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -215,7 +216,12 @@ def test_validate_renders_every_tier_and_refuses_an_sms_that_would_never_be_sent
     text = (ROOT / "campaigns.yaml").read_text("utf-8")
     long_label = "Intervenciones intensivas de la escuela y la comunidad, " + "más apoyo " * 20
     settings = parse_settings(text.replace("Intervenciones intensivas de la escuela y la comunidad", long_label))
-    env = Env.from_environ({"COMMS_TEMPLATES": str(ROOT / "templates")})
+    # a district's Spanish text that names the tier (the shipped one leaves the label to the e-mail)
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    sms = templates / "sms" / "absence_threshold.es.txt.j2"
+    sms.write_text(sms.read_text("utf-8").replace(" {{ v.stop }}", " {{ tier.label }}. {{ v.stop }}"), "utf-8")
+    env = Env.from_environ({"COMMS_TEMPLATES": str(templates)})
     problems = check_templates(settings, env)
     # only the intensive tier, only in Spanish: as configured, and in incident mode (site up, then down)
     assert len(problems) == 3, problems

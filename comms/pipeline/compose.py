@@ -66,7 +66,20 @@ def context(
         ]
         if recipient
         else [],
+        "typical": _typical(campaign, roster, recipient),
     }
+
+
+def _typical(campaign: Campaign, roster: Roster, recipient: Recipient | None) -> dict[str, Any] | None:
+    """The district's typical total for the (first) child's grade or school, where it gives one."""
+    c = campaign.comparison
+    if c is None or recipient is None or not recipient.students:
+        return None
+    s = recipient.students[0]
+    n = c.typical.get(s.grade if c.by == "grade" else s.school_id)
+    if n is None:
+        return None
+    return {"by": c.by, "absences": n, "as_of": c.as_of, "grade": s.grade, "school": roster.schools[s.school_id].name}
 
 
 class Composer:

@@ -184,6 +184,11 @@ def problems(
     allowed_dates = {v for v in data.model_dump().values() if isinstance(v, dt.date)}
     if isinstance(context.get("issued"), dt.date):
         allowed_dates.add(context["issued"])
+    typical = context.get("typical")
+    if typical:  # the district's figure to compare with: its date may be stated, and long texts give it
+        allowed_dates.add(typical["as_of"])
+        if not spec.brief:
+            facts.append(Fact(name="comparison.typical", kind="number", value=typical["absences"]))
     quote = (context.get("campaign") or {}).get("quote")
     if quote:
         allowed_dates.add(quote["said"])
