@@ -25,13 +25,14 @@ import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import comms
 from comms.app import App, Env
 from comms.dev.demo import school_days, ungated
 from comms.events import make_event
 from comms.roster import synthetic_roster
 from comms.worker import run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(comms.__file__).resolve().parent.parent  # the checkout measured: its campaigns.yaml and templates
 MIAMI = ZoneInfo("America/New_York")
 
 
