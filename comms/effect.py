@@ -67,29 +67,20 @@ def estimate(group: str, followed: Iterable[Followed], min_arm: int = 30) -> Est
     t, c = rates["treated"], rates["control"]
     mt = statistics.fmean(t) if t else None
     mc = statistics.fmean(c) if c else None
+    diff = low = high = None
     if len(t) < max(min_arm, 2) or len(c) < max(min_arm, 2) or mt is None or mc is None:
         verdict = f"too small to tell: fewer than {min_arm} students in an arm"
-        return Estimate(
-            group=group,
-            n_treated=len(t),
-            n_control=len(c),
-            treated=mt,
-            control=mc,
-            difference=None,
-            low=None,
-            high=None,
-            verdict=verdict,
-        )
-    diff = mt - mc
-    se = math.sqrt(statistics.variance(t) / len(t) + statistics.variance(c) / len(c))
-    low, high = diff - Z95 * se, diff + Z95 * se
-    relative = f" ({diff / mc:+.0%} of the control group's rate)" if mc else ""
-    if high < 0:
-        verdict = f"fewer absences with the messages{relative}"
-    elif low > 0:
-        verdict = f"more absences with the messages{relative}"
     else:
-        verdict = "no difference the data can tell from chance: the interval includes 0"
+        diff = mt - mc
+        se = math.sqrt(statistics.variance(t) / len(t) + statistics.variance(c) / len(c))
+        low, high = diff - Z95 * se, diff + Z95 * se
+        relative = f" ({diff / mc:+.0%} of the control group's rate)" if mc else ""
+        if high < 0:
+            verdict = f"fewer absences with the messages{relative}"
+        elif low > 0:
+            verdict = f"more absences with the messages{relative}"
+        else:
+            verdict = "no difference the data can tell from chance: the interval includes 0"
     return Estimate(
         group=group,
         n_treated=len(t),

@@ -123,12 +123,62 @@ def test_an_event_id_keeps_its_first_digest(ledger_target: str) -> None:
 
 def test_a_students_hold_out_arm_is_decided_once(ledger_target: str) -> None:
     ledger = Ledger(ledger_target, Clock(NOON))
-    assert ledger.assign("show-up", "S1", "control") == "control"
+    assert ledger.assign("show-up", "S1", "control", "schoolwide", "2020-11-20") == "control"
     again = Ledger(ledger_target, Clock(NOON))  # another process, after a restart or with a new share
-    assert again.assign("show-up", "S1", "treated") == "control"
+    assert again.assign("show-up", "S1", "treated", "intensive", "2020-12-01") == "control"
     assert again.assign("show-up", "S2", "treated") == "treated"
     assert ledger.arms("show-up") == {"S1": "control", "S2": "treated"} and ledger.arms("other") == {}
+    # the tier and day of the first message stand too: `comms effect` follows the student from that day
+    assert ledger.assignments("show-up") == [
+        ("S1", "control", "schoolwide", "2020-11-20"),
+        ("S2", "treated", None, None),
+    ]
     again.close()
+    ledger.close()
+
+
+def test_a_version_7_ledger_keeps_its_hold_out_and_gains_the_tier_and_day(ledger_target: str) -> None:
+    """Version 7 kept only each student's arm: opened by this version, the arms stand (never re-drawn)
+    and the tier and day are empty, until a new student is assigned with them."""
+    ledger = Ledger(ledger_target, Clock(NOON))
+
+    def to_version_7(tx) -> None:  # noqa: ANN001 - the engine's transaction
+        tx.execute("DROP TABLE holdout")
+        tx.execute(
+            "CREATE TABLE holdout (campaign TEXT NOT NULL, student TEXT NOT NULL, arm TEXT NOT NULL, "
+            "decided REAL NOT NULL, PRIMARY KEY (campaign, student))"
+        )
+        tx.execute("INSERT INTO holdout VALUES ('show-up', 'S1', 'control', 1.0)")
+        ledger.db.stamp(tx, "deliveries", 7)
+
+    ledger.db.transact(to_version_7)
+    ledger.close()
+    again = Ledger(ledger_target, Clock(NOON))
+    assert again.assign("show-up", "S1", "treated", "targeted", "2020-11-20") == "control"
+    again.assign("show-up", "S2", "treated", "targeted", "2020-11-20")
+    assert again.assignments("show-up") == [("S1", "control", None, None), ("S2", "treated", "targeted", "2020-11-20")]
+    again.close()
+
+
+def test_a_later_event_supersedes_only_the_messages_still_held(ledger_target: str) -> None:
+    ledger = Ledger(ledger_target, Clock(NOON))
+    ledger.open([entry("k0001", uid="tier#1"), entry("k0002", uid="tier#1"), entry("k0003", uid="tier#1")])
+    ledger.defer([("k0001", payload("k0001"), NOON.timestamp(), "quiet hours until 08:00")])
+    ledger.hold([("k0002", payload("k0002"), "approval: one")])
+    ledger.mark_sending([("k0003", payload("k0003"), DAY)])
+    ledger.mark([Mark("k0003", State.SENT, "SM1")])
+    ledger.open([entry("k0004", channel="email", uid="tier#1")])
+    ledger.defer([("k0004", payload("k0004", channel="email"), NOON.timestamp(), "quiet hours until 08:00")])
+    why = "superseded: tier#2 says more"
+    assert ledger.supersede("meal-schedule", "sms", ["tier#1", "tier#0"], why) == 2
+    rows = ledger.rows(["k0001", "k0002", "k0003", "k0004"])
+    assert [rows[k].state for k in ("k0001", "k0002", "k0003", "k0004")] == [
+        State.SUPERSEDED,
+        State.SUPERSEDED,
+        State.SENT,  # it went: it stays
+        State.DEFERRED,  # another channel's: that channel's consumer decides
+    ]
+    assert ledger.supersede("meal-schedule", "sms", ["tier#1"], why) == 0 and ledger.supersede("x", "sms", [], why) == 0
     ledger.close()
 
 
