@@ -417,11 +417,13 @@ _COLUMN = {
     State.DROPPED: "bounced",
     State.SPAM_REPORT: "spam report",
     State.SUPPRESSED: "held back",
-    State.DEFERRED: "waiting (quiet hours)",
+    State.DEFERRED: "waiting (quiet hours, daily cap)",
     State.PENDING: "retrying",
     State.AWAITING_APPROVAL: "awaiting approval",
     State.CANCELLED: "cancelled",
     State.EXPIRED: "expired (news past)",
+    State.HELD_OUT: "held out (control group)",
+    State.SUPERSEDED: "superseded (a higher tier went)",
 }
 COLUMNS = ["messages", *dict.fromkeys(_COLUMN.values())]
 
