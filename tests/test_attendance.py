@@ -159,3 +159,22 @@ def test_a_higher_tier_supersedes_a_notice_still_held_for_the_morning(tmp_path: 
 def test_unknown_student_is_dead_lettered(tmp_path: Path) -> None:
     thresholds, _ = flow(tmp_path, [record(DAYS[0], "unexcused", student="S9999")])
     assert thresholds == []
+
+
+def test_a_store_from_before_earlier_is_upgraded_and_keeps_its_alerts(tmp_path: Path) -> None:
+    """An attendance store whose tier alerts name no event (before `earlier`): opened, it gains the
+    column, the tier already announced is not announced again, and the next one names no earlier id."""
+    import sqlite3
+
+    db = tmp_path / "var" / "attendance.db"
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as conn:
+        conn.executescript(
+            "CREATE TABLE tier_alerts (student_id TEXT NOT NULL, school_year TEXT NOT NULL, tier TEXT NOT NULL,"
+            " absences INTEGER NOT NULL, sent INTEGER NOT NULL, PRIMARY KEY (student_id, school_year, tier));"
+            f"INSERT INTO tier_alerts VALUES ('{STUDENT}', '2020-2021', 'schoolwide', 5, 1);"
+        )
+    conn.close()
+    thresholds, sms = flow(tmp_path, [record(d, "unexcused") for d in DAYS[:6]])
+    assert tiers(thresholds) == [("targeted", 6, None)] and "earlier" not in thresholds[0]["data"]
+    assert len(sms) == 1
