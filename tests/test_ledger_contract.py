@@ -353,3 +353,16 @@ def test_the_send_budget_is_one_for_every_process(ledger_target: str) -> None:
     assert took >= (300 - 20 - 2) / 200.0, took
     first.close()
     second.close()
+
+
+@pytest.mark.postgres
+def test_a_transaction_the_server_never_logged_reads_as_aborted(pg_url: str) -> None:
+    """A COMMIT left unanswered by a server killed mid-write is looked up by its transaction id once
+    the server is back. When the crash came before anything of it reached the server's log, the
+    restarted server has not handed out that id yet ("transaction ID ... is in the future"): it
+    never committed, so it runs again (this once dead-lettered an event in a restart test)."""
+    ledger = Ledger(pg_url, Clock(NOON))
+    ((now,),) = ledger.query("SELECT pg_current_xact_id()::text")
+    assert ledger.db.read_status(str(now)) == "committed"
+    assert ledger.db.read_status(str(int(now) + 1_000_000)) == "aborted"
+    ledger.close()

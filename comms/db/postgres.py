@@ -13,7 +13,8 @@
 - A lost server (restarted, failed over, a cut link): reads and writes wait for it, up to
   COMMS_LEDGER_WAIT seconds (300), with one log line when it goes and one when it is back. A
   transaction whose COMMIT got no answer is looked up by its transaction id (pg_xact_status) once
-  the server answers: committed, it is done; otherwise it runs again. Nothing is written twice and
+  the server answers: committed, it is done; otherwise (aborted, or an id the restarted server has
+  not handed out yet: nothing of it reached the log) it runs again. Nothing is written twice and
   nothing is lost.
 """
 
@@ -172,8 +173,7 @@ class PostgresDb(Db):
             try:
                 return attempt()
             except _Unanswered as u:
-                self._reconnect()
-                status = self.read_status(u.xid)
+                status = self._status_once_back(u.xid, doing)
                 if status == "committed":
                     return u.result  # type: ignore[no-any-return]
                 if status not in ("aborted", None):
@@ -206,8 +206,26 @@ class PostgresDb(Db):
             raise
         return out
 
+    def _status_once_back(self, xid: str, doing: str) -> str | None:
+        """The fate of a transaction whose COMMIT got no answer, asked once the server is back (and
+        again if it goes away while being asked)."""
+        while True:
+            self._reconnect()
+            try:
+                return self.read_status(xid)
+            except psycopg.OperationalError as exc:
+                if not self._lost():
+                    raise self._error(doing, exc) from exc
+            except psycopg.Error as exc:
+                raise self._error(doing, exc) from exc
+
     def read_status(self, xid: str) -> str | None:
-        rows = PgTx(self.conn).read("SELECT pg_xact_status(?::xid8)", (xid,))
+        try:
+            rows = PgTx(self.conn).read("SELECT pg_xact_status(?::xid8)", (xid,))
+        except psycopg.errors.InvalidParameterValue:
+            # "transaction ID ... is in the future": the server crashed before anything of it reached
+            # its log, so after the restart it has not even handed out that id: it never committed
+            return "aborted"
         return None if rows[0][0] is None else str(rows[0][0])
 
     def _error(self, doing: str, exc: psycopg.Error) -> StoreError:
