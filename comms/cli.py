@@ -768,7 +768,7 @@ def effect(
     have gone), the difference with its 95% interval, overall, by tier and by language."""
     from comms.app import Env
     from comms.config import load_settings
-    from comms.effect import Z95, attendance_days, follow
+    from comms.effect import Z95, measure
     from comms.effect import report as estimates
     from comms.ledger import Ledger
     from comms.roster import Roster
@@ -787,17 +787,9 @@ def effect(
             holdout = settings.campaigns[campaign].holdout
             why = "no student has been assigned yet" if holdout else "it has no `holdout` in campaigns.yaml"
             raise ConfigError(f"campaign {campaign!r} has nothing to measure: {why}")
-        roster = Roster.load(env.roster)
-        languages = {}
-        for student, *_ in assigned:
-            st = roster.students.get(student)
-            guardian = roster.guardians.get(st.guardians[0]) if st and st.guardians else None
-            if guardian is not None:
-                languages[student] = guardian.language
-        records = attendance_days(env.ledger.with_name("attendance.db"), [a[0] for a in assigned])
+        followed, short = measure(assigned, Roster.load(env.roster), env.ledger.with_name("attendance.db"), days)
     except CommsError as exc:
         _fail(exc)
-    followed, short = follow(assigned, records, languages, days)
     arms = Counter(arm for _, arm, *_ in assigned)
 
     def rate(x: float | None) -> str:

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from comms.roster import Roster
 from comms.store import SqliteFile
 
 Z95 = 1.959964  # the standard normal's 97.5th percentile
@@ -148,3 +149,17 @@ def attendance_days(path: Path, students: Iterable[str]) -> dict[str, list[tuple
     finally:
         conn.close()
     return out
+
+
+def measure(
+    assigned: Sequence[tuple[str, str, str | None, str | None]], roster: Roster, attendance: Path, days: int
+) -> tuple[list[Followed], int]:
+    """Each assigned student's follow-up from the attendance store (`attendance.db`), in their family's
+    language (the first guardian's in the roster), and how many are not followed yet."""
+    languages = {}
+    for student, *_ in assigned:
+        st = roster.students.get(student)
+        guardian = roster.guardians.get(st.guardians[0]) if st and st.guardians else None
+        if guardian is not None:
+            languages[student] = guardian.language
+    return follow(assigned, attendance_days(attendance, [a[0] for a in assigned]), languages, days)

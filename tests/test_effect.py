@@ -19,7 +19,7 @@ from comms.app import App, Env
 from comms.dev.demo import school_days, ungated
 from comms.dev.generate import generate_bundle
 from comms.dev.trial import attendance_stream, expected_difference, propensity
-from comms.effect import Z95, Estimate, Followed, attendance_days, estimate, follow, report
+from comms.effect import Z95, Estimate, Followed, estimate, follow, measure, report
 from comms.oneroster import import_bundle
 from comms.worker import run
 from tests.conftest import MIAMI, ROOT, Clock, env_vars
@@ -159,8 +159,7 @@ def simulate(district: Path, tmp_path: Path, effect: float) -> Trial:
     roster = app.pipeline.roster
     app.close()
     arms = {s: arm for s, arm, *_ in assigned}
-    languages = {s: roster.guardians[roster.students[s].guardians[0]].language for s in arms}
-    rows, short = follow(assigned, attendance_days(env.ledger.with_name("attendance.db"), list(arms)), languages, 20)
+    rows, short = measure(assigned, roster, env.ledger.with_name("attendance.db"), 20)
     assert short == 0 and len(rows) == len(arms)  # every student followed for 20 school days
     truth, _ = expected_difference(arms, seed=SEED, mean=MEAN, effect=effect)
     return Trial(env, arms, report(rows), truth)

@@ -218,8 +218,6 @@ class Pipeline:
         # deferred and awaiting rows belong to the release loop; final rows are done
         todo = {k: t for k, t in keyed.items() if rows[k].state not in FINAL and rows[k].state not in _RELEASED}
         out = Counter(already_done=len(keyed) - len(todo))
-        addresses = [t.to for t in todo.values() if t.to and not t.held] if spec.address else []
-        listed = self.ledger.suppressed(spec.name, addresses) if addresses else {}
         if todo and (why := event.data.superseded()):  # a higher tier crossed at the same time goes instead
             self.ledger.mark(Mark(k, State.SUPERSEDED, None, why) for k in todo)
             out["superseded"] += len(todo)
@@ -228,6 +226,8 @@ class Pipeline:
             self.ledger.mark(held_out)
             out["held_out"] += len(held_out)
             return out, None
+        addresses = [t.to for t in todo.values() if t.to and not t.held] if spec.address else []
+        listed = self.ledger.suppressed(spec.name, addresses) if addresses else {}
         held = policies.suppressed(todo, listed, campaign.priority == "emergency")
         self.ledger.mark(held)
         out["suppressed"] += len(held)
